@@ -1,0 +1,1 @@
+"""Lightning callbacks labline adds to every run."""

@@ -1,0 +1,131 @@
+"""``labline`` command line: thin entry points over the library.
+
+``labline train`` is a Hydra application (overrides, ``--cfg``, ``--help``,
+``-m``); the ``labline stage ...`` commands are what DVC stages call: they
+read the already-composed ``params.yaml`` and never create Hydra run
+directories, so DVC's declared outputs stay where dvc.yaml says.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from labline.errors import ConfigError, exit_with
+from labline.paths import config_dir, workspace_root
+
+HYDRA_FLAGS = {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--multirun", "-m", "--shell-completion",
+               "-sc", "--resolve", "--package", "-p", "--version", "--config-path", "-cp", "--config-name", "-cn",
+               "--config-dir", "-cd", "--experimental-rerun"}
+
+
+def _train(argv: Sequence[str]) -> None:
+    import hydra
+
+    if not HYDRA_FLAGS.intersection(argv):
+        from labline.config import compose_config
+
+        compose_config([a for a in argv if not a.startswith("-")])
+
+    @hydra.main(config_path=str(config_dir()), config_name="train", version_base="1.3")
+    def job(cfg) -> float | None:  # noqa: ANN001 - Hydra passes a DictConfig
+        from hydra.core.hydra_config import HydraConfig
+
+        from labline.training import train_and_test
+
+        out_dir = Path(HydraConfig.get().runtime.output_dir)
+        try:
+            result = train_and_test(cfg, out_dir, workspace_root(), do_test=bool(cfg.get("test_after_fit", True)))
+        except ConfigError as err:
+            exit_with(err)
+        return result.get("test_accuracy")
+
+    sys.argv = ["labline train", *argv]
+    job()
+
+
+def _load_params(path: str):  # noqa: ANN202 - DictConfig
+    from omegaconf import OmegaConf
+
+    file = Path(path)
+    if not file.exists():
+        raise ConfigError(path, "params file not found", "run `labline params` to compose it from conf/")
+    return OmegaConf.load(file)
+
+
+def _stage(args: argparse.Namespace) -> None:
+    from labline import stages
+
+    cfg = _load_params(args.params)
+    stages.run_stage(args.name, cfg, workspace_root())
+
+
+def _params(args: argparse.Namespace) -> None:
+    from omegaconf import OmegaConf
+
+    from labline.config import compose_config
+
+    cfg = compose_config(args.overrides)
+    OmegaConf.resolve(cfg)
+    text = OmegaConf.to_yaml(cfg)
+    target = Path(args.output)
+    if args.check:
+        current = target.read_text() if target.exists() else ""
+        if OmegaConf.create(current) != OmegaConf.create(text):
+            print(f"labline: {target} differs from what conf/ composes; run `labline params` to regenerate it",
+                  file=sys.stderr)
+            sys.exit(1)
+        print(f"{target} matches conf/")
+        return
+    target.write_text(text)
+    print(f"wrote {target}")
+
+
+def _metrics(args: argparse.Namespace) -> None:
+    from labline.report import metrics_table
+
+    path = Path(args.path)
+    if not path.exists():
+        raise ConfigError(args.path, "metrics file not found", "run `dvc repro` first")
+    metrics_table(json.loads(path.read_text()), title=f"test metrics ({path})")
+    print("Open the results: `make ui` (MLflow on http://127.0.0.1:5000), `dvc plots show`, `dvc exp show`.")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="labline", description="Declarative experiment pipelines for DL research.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("train", help="train an experiment: labline train [GROUP=OPTION] [key=value] (Hydra; --help lists groups)",
+                   add_help=False)
+    stage = sub.add_parser("stage", help="run one DVC pipeline stage from params.yaml")
+    stage.add_argument("name", choices=["prepare", "split", "preprocess", "train", "evaluate"])
+    stage.add_argument("--params", default="params.yaml")
+    stage.set_defaults(func=_stage)
+    params = sub.add_parser("params", help="compose conf/ (with overrides) into params.yaml for `dvc repro`")
+    params.add_argument("overrides", nargs="*")
+    params.add_argument("--output", default="params.yaml")
+    params.add_argument("--check", action="store_true", help="exit 1 if the file differs from conf/")
+    params.set_defaults(func=_params)
+    metrics = sub.add_parser("metrics", help="print a metrics JSON as a table")
+    metrics.add_argument("path", nargs="?", default="reports/metrics.json")
+    metrics.set_defaults(func=_metrics)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    handlers: dict[str, Callable[[Sequence[str]], None]] = {"train": _train}
+    try:
+        if argv and argv[0] in handlers:
+            handlers[argv[0]](argv[1:])
+            return
+        args = _parser().parse_args(argv)
+        args.func(args)
+    except ConfigError as err:
+        exit_with(err)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Datasets, splits, preprocessing and the datamodule that feeds Lightning."""

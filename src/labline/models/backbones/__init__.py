@@ -1,0 +1,1 @@
+"""Feature extractors. Each takes ``in_shape`` and exposes ``out_features``."""

@@ -1,0 +1,60 @@
+"""Assemble backbone + head + loss + optimizer into a task module from config.
+
+Backbones receive the datamodule's input shape when their constructor takes
+``in_shape``; any other ``torch.nn.Module`` reachable by ``_target_`` works
+too, its feature width found by one dummy forward pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from labline.building import accepts, build
+from labline.errors import ConfigError
+
+
+def build_backbone(node: DictConfig, in_shape: Sequence[int]) -> tuple[nn.Module, int]:
+    extra = {"in_shape": list(in_shape)} if accepts(node._target_, "in_shape") else {}
+    backbone = build(node, "backbone", **extra)
+    if not isinstance(backbone, nn.Module):
+        raise ConfigError("backbone._target_", f"built a {type(backbone).__name__}, not a torch.nn.Module")
+    width = getattr(backbone, "out_features", None)
+    if width is None:
+        was_training = backbone.training
+        backbone.eval()
+        try:
+            with torch.no_grad():
+                width = backbone(torch.zeros(2, *in_shape)).flatten(1).shape[1]
+        except Exception as exc:
+            raise ConfigError("backbone", f"cannot run on inputs of shape {tuple(in_shape)}: {exc}") from None
+        backbone.train(was_training)
+    return backbone, int(width)
+
+
+def build_task(cfg: DictConfig, in_shape: Sequence[int], num_classes: int, plain_cfg: dict[str, Any]) -> pl.LightningModule:
+    backbone, width = build_backbone(cfg.backbone, in_shape)
+    head = build(cfg.head, "head", in_features=width, num_classes=num_classes)
+    loss = build(cfg.loss, "loss")
+    optimizer = build(cfg.optimizer, "optimizer")
+    scheduler = build(cfg.scheduler, "scheduler") if "_target_" in cfg.scheduler else None
+    task = build(cfg.task, "task", _partial_=True)
+    module = task(backbone=backbone, head=head, loss=loss, optimizer=optimizer, scheduler=scheduler,
+                  num_classes=num_classes, config=plain_cfg)
+    _check_optimizer(module)
+    return module
+
+
+def _check_optimizer(module: pl.LightningModule) -> None:
+    """Build the optimizer once now, so a bad lr fails before training, not inside fit()."""
+    try:
+        module.configure_optimizers()
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as exc:
+        raise ConfigError("optimizer", " ".join(str(exc).split())) from None

@@ -1,0 +1,1 @@
+"""Task heads: map backbone features to outputs."""

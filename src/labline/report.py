@@ -1,0 +1,33 @@
+"""What the user sees in the terminal: the config tree and the metrics table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import OmegaConf
+from rich.console import Console
+from rich.syntax import Syntax
+from rich.table import Table
+from rich.tree import Tree
+
+console = Console()
+
+
+def config_tree(config: dict[str, Any], title: str = "config") -> None:
+    tree = Tree(f"[bold]{title}[/bold]")
+    for key, value in config.items():
+        branch = tree.add(f"[bold cyan]{key}[/bold cyan]")
+        text = OmegaConf.to_yaml(OmegaConf.create({"v": value})).removeprefix("v:").strip() if isinstance(value, dict) \
+            else str(value)
+        branch.add(Syntax(text, "yaml", theme="ansi_dark", background_color="default"))
+    console.print(tree)
+
+
+def metrics_table(metrics: dict[str, float], title: str = "test metrics") -> None:
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in sorted(metrics):
+        value = metrics[key]
+        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    console.print(table)

@@ -1,0 +1,1 @@
+"""MLflow wiring: the project's store, runs, and what each run records."""

@@ -1,0 +1,36 @@
+"""What a run needs to be repeated: code version, data hashes, package versions."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+PACKAGES = ("labline", "torch", "lightning", "hydra-core", "mlflow", "dvc", "optuna", "scikit-learn", "torchmetrics", "numpy")
+
+
+def _git(root: Path, *args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip()
+
+
+def git_state(root: Path) -> dict[str, str]:
+    commit = _git(root, "rev-parse", "HEAD")
+    if commit is None:
+        return {"git_commit": "none", "git_dirty": "unknown"}
+    dirty = _git(root, "status", "--porcelain", "--untracked-files=no")
+    return {"git_commit": commit, "git_dirty": str(bool(dirty)).lower()}
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
