@@ -10,6 +10,8 @@ import torch
 import torchmetrics
 from torch import nn
 
+from labline.optim import configure_optimization
+
 
 class ClassificationTask(pl.LightningModule):
     """The default task. Hyperparameters hold the resolved config, never modules,
@@ -59,8 +61,4 @@ class ClassificationTask(pl.LightningModule):
         self.test_probs, self.test_targets = [], []
 
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(self.parameters())
-        if self.scheduler_factory is None:
-            return optimizer
-        scheduler = self.scheduler_factory(optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch", "monitor": "val/loss"}}
+        return configure_optimization(self, self.optimizer_factory, self.scheduler_factory)

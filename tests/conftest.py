@@ -1,0 +1,29 @@
+"""Shared test helpers: compose the project's real conf/ with overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from omegaconf import DictConfig
+
+from labline.config import compose_config
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+
+@pytest.fixture
+def compose():
+    """``compose("backbone=mlp", ...)`` -> the composed DictConfig of conf/train.yaml."""
+
+    def _compose(*overrides: str) -> DictConfig:
+        return compose_config(list(overrides), conf=CONF)
+
+    return _compose
+
+
+@pytest.fixture
+def tiny_overrides() -> list[str]:
+    """Overrides that make a real training run take seconds."""
+    return ["trainer.max_epochs=2", "threads=1", "logger.experiment_name=tests"]
