@@ -27,3 +27,12 @@ def compose():
 def tiny_overrides() -> list[str]:
     """Overrides that make a real training run take seconds."""
     return ["trainer.max_epochs=2", "threads=1", "logger.experiment_name=tests"]
+
+
+@pytest.fixture(autouse=True)
+def isolated_store(tmp_path_factory, monkeypatch) -> Path:
+    """Every test tracks into its own MLflow store, never the project's mlflow.db."""
+    store = tmp_path_factory.mktemp("store")
+    monkeypatch.setenv("LABLINE_PROJECT_ROOT", str(store))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return store
