@@ -20,10 +20,7 @@ def _train(cfg: DictConfig, root: Path) -> None:
     run = prepare_run(cfg, models, root)
     with run.tracker.start(default_run_name(cfg), run.config, {**run_tags(run), "pipeline": "dvc"}, root):
         best = fit(run)
-        target = models / "model.ckpt"
-        if best != target:
-            shutil.copyfile(best, target)
-        write_json({"run_id": run.tracker.run_id}, models / "run.json")
+        write_json({"run_id": run.tracker.run_id, "checkpoint": str(best.relative_to(root))}, models / "run.json")
     reports.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(run.curves.csv_path, reports / "curves.csv")
 
@@ -33,13 +30,16 @@ def _evaluate(cfg: DictConfig, root: Path) -> None:
     from labline.training import prepare_run, test
 
     models, reports = root / cfg.paths.models, root / cfg.paths.reports
-    for needed in (models / "model.ckpt", models / "run.json"):
-        if not needed.exists():
-            raise ConfigError(str(needed), "not found", "run the train stage first: `dvc repro train`")
-    run_id = json.loads((models / "run.json").read_text())["run_id"]
+    record = models / "run.json"
+    if not record.exists():
+        raise ConfigError(str(record), "not found", "run the train stage first: `dvc repro train`")
+    recorded = json.loads(record.read_text())
+    checkpoint = root / recorded["checkpoint"]
+    if not checkpoint.exists():
+        raise ConfigError(str(checkpoint), "checkpoint not found", "run the train stage first: `dvc repro train`")
     run = prepare_run(cfg, models, root)
-    with run.tracker.start("", run.config, {}, root, run_id=run_id):
-        metrics = test(run, models / "model.ckpt", reports)
+    with run.tracker.start("", run.config, {}, root, run_id=recorded["run_id"]):
+        metrics = test(run, checkpoint, reports)
     metrics_table(metrics)
 
 

@@ -79,7 +79,7 @@ def prepare_run(cfg: DictConfig, out_dir: Path, root: Path) -> PreparedRun:
     task = build_task(cfg, dm.input_shape, dm.num_classes, config)
     tracker = build(cfg.logger, "logger") if cfg.get("logger") else None
     curves = EpochCurves(out_dir / "curves.csv", tracker, monitor=task.monitor, mode=task.monitor_mode)
-    checkpoint = pl.callbacks.ModelCheckpoint(dirpath=out_dir, filename=CHECKPOINT_NAME, monitor=task.monitor,
+    checkpoint = pl.callbacks.ModelCheckpoint(dirpath=out_dir / "checkpoints", filename=CHECKPOINT_NAME, monitor=task.monitor,
                                               mode=task.monitor_mode, save_top_k=1, enable_version_counter=False)
     extra = [build(node, f"callbacks.{name}") for name, node in (cfg.get("callbacks") or {}).items() if node]
     trainer = build(cfg.trainer, "trainer", callbacks=[curves, checkpoint, *extra], logger=False,
@@ -95,7 +95,7 @@ def run_tags(run: PreparedRun) -> dict[str, str]:
 def fit(run: PreparedRun) -> Path:
     """Train; returns the best checkpoint. Records curves, best/stopped epoch and the checkpoint."""
     run.trainer.fit(run.task, datamodule=run.datamodule)
-    best = Path(run.trainer.checkpoint_callback.best_model_path or run.out_dir / f"{CHECKPOINT_NAME}.ckpt")
+    best = Path(run.trainer.checkpoint_callback.best_model_path or run.out_dir / "checkpoints" / f"{CHECKPOINT_NAME}.ckpt")
     if not best.exists():
         run.trainer.save_checkpoint(best)
     curve_png = plots.learning_curves(run.curves.rows, run.out_dir / "learning_curves.png", run.curves.best_epoch)

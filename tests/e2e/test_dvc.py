@@ -1,0 +1,93 @@
+"""The real DVC pipeline on a tiny config in a fresh project copy."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+from project_copy import run_cli
+
+pytestmark = pytest.mark.e2e
+
+TINY = ["trainer.max_epochs=2", "threads=1"]
+
+
+def _commit(project: Path, message: str) -> None:
+    subprocess.run(["git", "add", "-A"], cwd=project, check=True)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit", "-qm", message], cwd=project,
+                   check=True)
+
+
+@pytest.fixture(scope="module")
+def repro(project: Path) -> subprocess.CompletedProcess:
+    assert run_cli(project, "labline", "params", *TINY).returncode == 0
+    result = run_cli(project, "dvc", "repro", timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def test_repro_runs_every_stage_and_writes_metrics(project: Path, repro: subprocess.CompletedProcess) -> None:
+    for stage in ("prepare", "split", "preprocess", "train", "evaluate"):
+        assert f"Running stage '{stage}'" in repro.stdout, stage
+    metrics = json.loads((project / "reports" / "metrics.json").read_text())
+    assert 0.5 < metrics["test_accuracy"] <= 1.0 and 0.0 < metrics["test_f1_macro"] <= 1.0
+    cm = json.loads((project / "reports" / "confusion_matrix.json").read_text())
+    assert sum(map(sum, cm["matrix"])) == 360, "the 20% test split of 1797 digits"
+    curves = (project / "reports" / "curves.csv").read_text().splitlines()
+    assert curves[0].startswith("epoch,") and len(curves) == 3
+
+
+def test_split_is_disjoint_stratified_60_20_20(project: Path, repro: subprocess.CompletedProcess) -> None:
+    import numpy as np
+
+    parts = {p: np.loadtxt(project / "data" / "splits" / "digits" / f"{p}.txt", dtype=int) for p in ("train", "val", "test")}
+    assert [len(parts[p]) for p in ("train", "val", "test")] == [1077, 360, 360]
+    assert len(set(parts["train"]) | set(parts["val"]) | set(parts["test"])) == 1797
+    y = np.load(project / "data" / "raw" / "digits.npz")["y"]
+    for part in parts.values():
+        counts = np.bincount(y[part], minlength=10) / len(part)
+        assert np.abs(counts - np.bincount(y, minlength=10) / len(y)).max() < 0.01
+
+
+def test_one_mlflow_run_holds_training_and_test(project: Path, repro: subprocess.CompletedProcess) -> None:
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert len(runs) == 1
+    (run,) = runs
+    assert run.info.status == "FINISHED"
+    assert "test_accuracy" in run.data.metrics and "val/acc" in run.data.metrics
+    assert run.data.tags["pipeline"] == "dvc"
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    processed = next(d for d in lock["stages"]["train"]["deps"] if d["path"] == "data/processed")
+    assert processed["md5"], "dvc.lock records the data hash"
+    data_file = project / "data" / "processed" / "digits.npz"
+    from labline.data.files import md5_file
+
+    assert run.data.tags["data_md5"] == md5_file(data_file), "the run records the md5 of the exact data file it read"
+
+
+def test_second_repro_does_nothing(project: Path, repro: subprocess.CompletedProcess) -> None:
+    result = run_cli(project, "dvc", "repro")
+    assert result.returncode == 0
+    assert "Running stage" not in result.stdout
+    assert "up to date" in result.stdout
+
+
+def test_exp_run_with_hydra_override_reruns_only_train_and_evaluate(project: Path, repro: subprocess.CompletedProcess) -> None:
+    _commit(project, "baseline")
+    result = run_cli(project, "dvc", "exp", "run", "-S", "optimizer=sgd", "-S", "trainer.max_epochs=2", "-S", "threads=1",
+                     timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for stage in ("prepare", "split", "preprocess"):
+        assert f"Running stage '{stage}'" not in result.stdout, stage
+    assert "Running stage 'train'" in result.stdout and "Running stage 'evaluate'" in result.stdout
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    assert params["optimizer"]["_target_"] == "torch.optim.SGD", "DVC composed conf/ with the override"
+    shown = run_cli(project, "dvc", "exp", "show", "--json")
+    assert shown.returncode == 0, shown.stderr
+    text = shown.stdout
+    assert "torch.optim.SGD" in text and "test_accuracy" in text
