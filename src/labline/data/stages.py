@@ -61,9 +61,12 @@ def split_dataset(cfg: DictConfig, y: np.ndarray) -> dict[str, np.ndarray]:
     for part in files.SPLIT_PARTS:
         if len(parts[part]) == 0:
             raise ConfigError("split", f"the {part} split is empty", "larger fractions or more data")
-    missing = sorted(set(np.unique(y)) - set(np.unique(y[parts["train"]])))
-    if missing:
-        raise ConfigError("split", f"classes {missing} have no training samples", "stratify=true or more data")
+    classes = set(np.unique(y).tolist())
+    for part in files.SPLIT_PARTS:
+        missing = sorted(classes - set(np.unique(y[parts[part]]).tolist()))
+        if missing:
+            raise ConfigError("split", f"classes {missing} have no samples in the {part} split",
+                              "stratify=true, larger fractions, or more data per class")
     return parts
 
 
