@@ -38,7 +38,7 @@ def _train(argv: Sequence[str]) -> None:
 
         out_dir = Path(HydraConfig.get().runtime.output_dir)
         try:
-            result = train_and_test(cfg, out_dir, workspace_root(), do_test=bool(cfg.get("test_after_fit", True)))
+            result = train_and_test(cfg, out_dir, workspace_root())
         except ConfigError as err:
             exit_with(err)
         return result.get("test_accuracy")
@@ -94,6 +94,12 @@ def _metrics(args: argparse.Namespace) -> None:
     print("Open the results: `make ui` (MLflow on http://127.0.0.1:5000), `dvc plots show`, `dvc exp show`.")
 
 
+def _docs(args: argparse.Namespace) -> None:
+    from labline.docs import write
+
+    print(f"wrote {write(config_dir(), Path(args.output))}")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="labline", description="Declarative experiment pipelines for DL research.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -111,6 +117,9 @@ def _parser() -> argparse.ArgumentParser:
     metrics = sub.add_parser("metrics", help="print a metrics JSON as a table")
     metrics.add_argument("path", nargs="?", default="reports/metrics.json")
     metrics.set_defaults(func=_metrics)
+    docs = sub.add_parser("docs", help="regenerate docs/components.md from conf/")
+    docs.add_argument("--output", default="docs/components.md")
+    docs.set_defaults(func=_docs)
     return parser
 
 

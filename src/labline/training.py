@@ -8,7 +8,9 @@ does ``fit`` open the run. A crash inside it marks the run FAILED.
 from __future__ import annotations
 
 import hashlib
+import json
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,7 +73,13 @@ def split_hash(data: ProcessedData) -> str:
     return hashlib.sha256(data.fingerprint.encode() + data.parts["test"].tobytes()).hexdigest()[:16]
 
 
-def prepare_run(cfg: DictConfig, out_dir: Path, root: Path) -> PreparedRun:
+def config_hash(config: dict[str, Any]) -> str:
+    """Identifies a resolved config (run name excluded): equal hashes mean the same experiment."""
+    keyed = {k: v for k, v in config.items() if k != "run_name"}
+    return hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def prepare_run(cfg: DictConfig, out_dir: Path, root: Path, extra_callbacks: Sequence[pl.Callback] = ()) -> PreparedRun:
     setup_runtime(cfg)
     config = to_plain(cfg)
     data = load_processed(cfg, root)
@@ -82,14 +90,15 @@ def prepare_run(cfg: DictConfig, out_dir: Path, root: Path) -> PreparedRun:
     checkpoint = pl.callbacks.ModelCheckpoint(dirpath=out_dir / "checkpoints", filename=CHECKPOINT_NAME, monitor=task.monitor,
                                               mode=task.monitor_mode, save_top_k=1, enable_version_counter=False)
     extra = [build(node, f"callbacks.{name}") for name, node in (cfg.get("callbacks") or {}).items() if node]
-    trainer = build(cfg.trainer, "trainer", callbacks=[curves, checkpoint, *extra], logger=False,
+    trainer = build(cfg.trainer, "trainer", callbacks=[curves, checkpoint, *extra, *extra_callbacks], logger=False,
                     default_root_dir=str(out_dir), enable_model_summary=False)
     return PreparedRun(cfg, config, data, dm, task, trainer, curves, tracker, out_dir, root)
 
 
 def run_tags(run: PreparedRun) -> dict[str, str]:
     return {"seed": str(run.cfg.seed), "dataset": run.cfg.data.name, "data_md5": run.data.md5,
-            "data_fingerprint": run.data.fingerprint, "split_hash": split_hash(run.data)}
+            "data_fingerprint": run.data.fingerprint, "split_hash": split_hash(run.data),
+            "config_hash": config_hash(run.config)}
 
 
 def fit(run: PreparedRun) -> Path:
@@ -133,17 +142,29 @@ def test(run: PreparedRun, checkpoint: Path, reports: Path) -> dict[str, float]:
     return metrics
 
 
-def train_and_test(cfg: DictConfig, out_dir: Path, root: Path, do_test: bool = True) -> dict[str, Any]:
-    """The whole ``labline train`` job: build, open the MLflow run, fit, test once."""
-    run = prepare_run(cfg, out_dir, root)
+def train_and_test(cfg: DictConfig, out_dir: Path, root: Path, do_test: bool | None = None,
+                   extra_callbacks: Sequence[pl.Callback] = (), tags: dict[str, str] | None = None) -> dict[str, Any]:
+    """The whole ``labline train`` job: build, open the MLflow run, fit, test once.
+
+    Sweeps and ablations call this in-process, passing callbacks (e.g. a pruner) and
+    tags; with ``do_test=False`` (or ``test_after_fit: false``) the test split stays untouched.
+    Returns the run id, the monitored validation value at the best epoch and any test metrics.
+    """
+    do_test = bool(cfg.get("test_after_fit", True)) if do_test is None else do_test
+    run = prepare_run(cfg, out_dir, root, extra_callbacks)
     report.config_tree(run.config)
+    metrics: dict[str, float] = {}
     if run.tracker is None:
         best = fit(run)
-        return test(run, best, out_dir) if do_test else {}
-    with run.tracker.start(default_run_name(cfg), run.config, run_tags(run), root):
-        best = fit(run)
         metrics = test(run, best, out_dir) if do_test else {}
-        write_json({"run_id": run.tracker.run_id, "checkpoint": str(best)}, out_dir / "run.json")
+        run_id = None
+    else:
+        with run.tracker.start(default_run_name(cfg), run.config, {**run_tags(run), **(tags or {})}, root):
+            best = fit(run)
+            metrics = test(run, best, out_dir) if do_test else {}
+            write_json({"run_id": run.tracker.run_id, "checkpoint": str(best)}, out_dir / "run.json")
+        run_id = run.tracker.run_id
     if metrics:
         report.metrics_table(metrics)
-    return {"run_id": run.tracker.run_id, **metrics}
+    return {"run_id": run_id, "monitor": run.task.monitor, "best_value": run.curves.best_value,
+            "best_epoch": run.curves.best_epoch, **metrics}

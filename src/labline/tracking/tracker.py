@@ -4,6 +4,7 @@ under a sweep or ablation parent run."""
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +18,7 @@ from labline.tracking import provenance
 from labline.tracking.store import ensure_experiment
 
 MAX_PARAM_CHARS = 250
+PARENT_ENV = "LABLINE_PARENT_RUN_ID"
 
 
 class MlflowTracker:
@@ -36,8 +38,11 @@ class MlflowTracker:
 
         _, experiment_id = ensure_experiment(self.experiment_name, self.configured_uri)
         nested = mlflow.active_run() is not None and run_id is None
+        # Worker processes of a parallel sweep/ablation nest under the parent named here
+        # (never MLFLOW_RUN_ID: children would then write into the parent itself).
+        parent = None if nested or run_id else os.environ.get(PARENT_ENV)
         run = mlflow.start_run(run_id=run_id, experiment_id=None if run_id else experiment_id,
-                               run_name=None if run_id else run_name, nested=nested)
+                               run_name=None if run_id else run_name, nested=nested, parent_run_id=parent)
         self.run_id = run.info.run_id
         try:
             if run_id is None:

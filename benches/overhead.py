@@ -1,0 +1,127 @@
+"""labline vs a plain PyTorch loop: same model, data, seed, batch size and threads, in one process.
+
+Both sides train the default experiment's model (CNN + linear head, Adam, cross-entropy) on the
+processed digits split and validate once per epoch. labline runs its real path (Lightning Trainer,
+torchmetrics, per-epoch MLflow logging, checkpointing, progress bar); the plain loop computes the
+same loss and accuracy by hand. Rounds alternate between the two so background load hits both.
+
+    python benches/overhead.py [--epochs 6] [--rounds 3] [--threads 2] [--out docs/benchmarks.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from labline.config import compose_config  # noqa: E402
+from labline.training import prepare_run  # noqa: E402
+
+
+class EpochTimer(pl.Callback):
+    """Wall time of each training epoch including its validation pass."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.times.append(time.perf_counter() - self.start)
+
+
+def labline_epochs(overrides: list[str], workdir: Path) -> list[float]:
+    cfg = compose_config(overrides, conf=ROOT / "conf")
+    run = prepare_run(cfg, workdir, ROOT)
+    timer = EpochTimer()
+    run.trainer.callbacks.append(timer)
+    with run.tracker.start("bench-overhead", run.config, {"bench": "overhead"}, ROOT):
+        run.trainer.fit(run.task, datamodule=run.datamodule)
+    return timer.times
+
+
+def plain_epochs(overrides: list[str], workdir: Path) -> list[float]:
+    cfg = compose_config(overrides, conf=ROOT / "conf")
+    run = prepare_run(cfg, workdir, ROOT)  # same seed, threads, data, model weights init
+    model = nn.Sequential(run.task.backbone, run.task.head)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optimizer.lr)
+    loss_fn = nn.CrossEntropyLoss()
+    train, val = run.datamodule.train_dataloader(), run.datamodule.val_dataloader()
+    times = []
+    for _ in range(cfg.trainer.max_epochs):
+        start = time.perf_counter()
+        model.train()
+        for x, y in train:
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            optimizer.step()
+        model.eval()
+        correct, total, val_loss = 0, 0, 0.0
+        with torch.no_grad():
+            for x, y in val:
+                logits = model(x)
+                val_loss += float(loss_fn(logits, y)) * len(y)
+                correct += int((logits.argmax(1) == y).sum())
+                total += len(y)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
+    args = parser.parse_args()
+    os.environ.setdefault("LABLINE_PROJECT_ROOT", tempfile.mkdtemp(prefix="labline-bench-"))
+    overrides = [f"trainer.max_epochs={args.epochs}", f"threads={args.threads}", "callbacks=none",
+                 "trainer.enable_progress_bar=true", "logger.experiment_name=bench"]
+    lab, plain = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.rounds):
+            lab += labline_epochs(overrides, Path(tmp) / f"lab{r}")[1:]  # epoch 0 includes warm-up
+            plain += plain_epochs(overrides, Path(tmp) / f"plain{r}")[1:]
+    lab_ms, plain_ms = statistics.median(lab) * 1e3, statistics.median(plain) * 1e3
+    ratio = lab_ms / plain_ms
+    line = (f"| {time.strftime('%Y-%m-%d')} | {args.epochs} x {args.rounds} | {args.threads} | {plain_ms:.1f} | "
+            f"{lab_ms:.1f} | {ratio:.3f}x |")
+    print(f"median epoch (train + val): plain {plain_ms:.1f} ms, labline {lab_ms:.1f} ms, ratio {ratio:.3f}x")
+    _record(Path(args.out), line)
+
+
+HEADER = """## Overhead: labline vs a plain PyTorch loop (`benches/overhead.py`)
+
+Default model (CNN [32, 64, 128] + linear head, Adam) on the digits hold-out split (1077 train / 360 val,
+batch 64), median epoch wall time (train + validation) after the first epoch, labline and plain rounds
+interleaved in one process. Goal: at most 1.05x.
+
+| date | epochs x rounds | threads | plain loop ms/epoch | labline ms/epoch | ratio |
+| --- | --- | --- | --- | --- | --- |
+"""
+
+
+def _record(path: Path, line: str) -> None:
+    text = path.read_text() if path.exists() else "# Benchmarks\n\nMeasured on the project's 2-core CPU machines.\n\n"
+    if HEADER not in text:
+        text = text.rstrip() + "\n\n" + HEADER
+    text = text.replace(HEADER, HEADER + line + "\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
