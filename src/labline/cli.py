@@ -31,20 +31,31 @@ def _train(argv: Sequence[str]) -> None:
         compose_config([a for a in argv if not a.startswith("-")])
 
     @hydra.main(config_path=str(config_dir()), config_name="train", version_base="1.3")
-    def job(cfg) -> float | None:  # noqa: ANN001 - Hydra passes a DictConfig
+    def job(cfg) -> dict:  # noqa: ANN001 - Hydra passes a DictConfig
         from hydra.core.hydra_config import HydraConfig
 
-        from labline.training import train_and_test
+        from labline.training import train_job
 
         out_dir = Path(HydraConfig.get().runtime.output_dir)
         try:
-            result = train_and_test(cfg, out_dir, workspace_root())
+            return train_job(cfg, out_dir, workspace_root())
         except ConfigError as err:
             exit_with(err)
-        return result.get("test_accuracy")
 
     sys.argv = ["labline train", *argv]
     job()
+
+
+def _ablate(argv: Sequence[str]) -> None:
+    from labline.ablation.cli import ablate
+
+    ablate(list(argv))
+
+
+def _report(argv: Sequence[str]) -> None:
+    from labline.ablation.cli import report
+
+    report(list(argv))
 
 
 def _load_params(path: str):  # noqa: ANN202 - DictConfig
@@ -105,6 +116,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("train", help="train an experiment: labline train [GROUP=OPTION] [key=value] (Hydra; --help lists groups)",
                    add_help=False)
+    sub.add_parser("ablate", help="run an ablation study: labline ablate ablation=NAME [overrides]", add_help=False)
+    sub.add_parser("report", help="rebuild an ablation table from MLflow: labline report ablation=NAME", add_help=False)
     stage = sub.add_parser("stage", help="run one DVC pipeline stage from params.yaml")
     stage.add_argument("name", choices=["prepare", "split", "preprocess", "train", "evaluate"])
     stage.add_argument("--params", default="params.yaml")
@@ -125,7 +138,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    handlers: dict[str, Callable[[Sequence[str]], None]] = {"train": _train}
+    handlers: dict[str, Callable[[Sequence[str]], None]] = {"train": _train, "ablate": _ablate, "report": _report}
     try:
         if argv and argv[0] in handlers:
             handlers[argv[0]](argv[1:])

@@ -83,7 +83,8 @@ def prepare_run(cfg: DictConfig, out_dir: Path, root: Path, extra_callbacks: Seq
     setup_runtime(cfg)
     config = to_plain(cfg)
     data = load_processed(cfg, root)
-    dm = ArrayDataModule(data, batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers, seed=cfg.seed)
+    dm = ArrayDataModule(data, batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers, seed=cfg.seed,
+                         augment=build(cfg.augment, "augment") if "_target_" in (cfg.get("augment") or {}) else None)
     task = build_task(cfg, dm.input_shape, dm.num_classes, config)
     tracker = build(cfg.logger, "logger") if cfg.get("logger") else None
     curves = EpochCurves(out_dir / "curves.csv", tracker, monitor=task.monitor, mode=task.monitor_mode)
@@ -168,3 +169,8 @@ def train_and_test(cfg: DictConfig, out_dir: Path, root: Path, do_test: bool | N
         report.metrics_table(metrics)
     return {"run_id": run_id, "monitor": run.task.monitor, "best_value": run.curves.best_value,
             "best_epoch": run.curves.best_epoch, **metrics}
+
+
+def train_job(cfg: DictConfig, out_dir: Path, root: Path) -> dict[str, Any]:
+    """What one ``labline train`` job runs (each job of a ``-m`` sweep too)."""
+    return train_and_test(cfg, out_dir, root)
