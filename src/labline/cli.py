@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from labline.errors import ConfigError, exit_with
+from labline.interrupts import Interrupted
 from labline.paths import config_dir, workspace_root
 
 HYDRA_FLAGS = {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--multirun", "-m", "--shell-completion",
@@ -105,6 +106,14 @@ def _metrics(args: argparse.Namespace) -> None:
     print("Open the results: `make ui` (MLflow on http://127.0.0.1:5000), `dvc plots show`, `dvc exp show`.")
 
 
+def _reproduce(args: argparse.Namespace) -> None:
+    from labline.reproduce import reproduce
+
+    result = reproduce(args.run_id, workspace_root(), allow_drift=args.allow_drift)
+    print(f"new run {result['run_id']}: " + ("metrics identical to the recorded run" if result["identical"]
+                                             else "metrics differ from the recorded run"))
+
+
 def _docs(args: argparse.Namespace) -> None:
     from labline.docs import write
 
@@ -130,6 +139,10 @@ def _parser() -> argparse.ArgumentParser:
     metrics = sub.add_parser("metrics", help="print a metrics JSON as a table")
     metrics.add_argument("path", nargs="?", default="reports/metrics.json")
     metrics.set_defaults(func=_metrics)
+    rep = sub.add_parser("reproduce", help="re-run a recorded MLflow run and compare its metrics")
+    rep.add_argument("run_id")
+    rep.add_argument("--allow-drift", action="store_true", help="run even if code or data differ (recorded on the new run)")
+    rep.set_defaults(func=_reproduce)
     docs = sub.add_parser("docs", help="regenerate docs/components.md from conf/")
     docs.add_argument("--output", default="docs/components.md")
     docs.set_defaults(func=_docs)
@@ -147,6 +160,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.func(args)
     except ConfigError as err:
         exit_with(err)
+    except Interrupted as stop:
+        print(f"labline: {stop}; checkpoint kept, run the same command to resume", file=sys.stderr)
+        sys.exit(stop.exit_code)
 
 
 if __name__ == "__main__":

@@ -9,20 +9,16 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from labline.data import stages as data_stages
-from labline.data.files import write_json
 from labline.errors import ConfigError
 
 
 def _train(cfg: DictConfig, root: Path) -> None:
-    from labline.training import default_run_name, fit, prepare_run, run_tags
+    from labline.training import train_and_test
 
     models, reports = root / cfg.paths.models, root / cfg.paths.reports
-    run = prepare_run(cfg, models, root)
-    with run.tracker.start(default_run_name(cfg), run.config, {**run_tags(run), "pipeline": "dvc"}, root):
-        best = fit(run)
-        write_json({"run_id": run.tracker.run_id, "checkpoint": str(best.relative_to(root))}, models / "run.json")
+    train_and_test(cfg, models, root, do_test=False, tags={"pipeline": "dvc"})
     reports.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(run.curves.csv_path, reports / "curves.csv")
+    shutil.copyfile(models / "curves.csv", reports / "curves.csv")
 
 
 def _evaluate(cfg: DictConfig, root: Path) -> None:
@@ -34,7 +30,7 @@ def _evaluate(cfg: DictConfig, root: Path) -> None:
     if not record.exists():
         raise ConfigError(str(record), "not found", "run the train stage first: `dvc repro train`")
     recorded = json.loads(record.read_text())
-    checkpoint = root / recorded["checkpoint"]
+    checkpoint = models / recorded["checkpoint"]
     if not checkpoint.exists():
         raise ConfigError(str(checkpoint), "checkpoint not found", "run the train stage first: `dvc repro train`")
     run = prepare_run(cfg, models, root)

@@ -3,6 +3,11 @@
 Lightning's loggers plot against the global step; researchers read
 early-stopping curves per epoch, so this callback logs once per epoch with
 ``step=epoch`` and keeps the best epoch of the monitored metric.
+
+Its rows live in the checkpoint (``state_dict``), and checkpoints are written
+after it logs (Lightning runs ModelCheckpoint last), so a resumed run neither
+loses nor repeats an epoch: an epoch MLflow already holds (logged just before a
+kill, then re-trained) is not logged twice.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ class EpochCurves(pl.Callback):
         self.rows: list[dict[str, float]] = []
         self.best_epoch: int | None = None
         self.best_value: float | None = None
+        self.logged_steps: set[int] = set()
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("train/", "val/"))}
@@ -30,9 +36,16 @@ class EpochCurves(pl.Callback):
         epoch = trainer.current_epoch
         self._track_best(metrics.get(self.monitor), epoch)
         self.rows.append({"epoch": epoch, **metrics})
-        if self.tracker is not None:
+        if self.tracker is not None and epoch not in self.logged_steps:
             self.tracker.log_metrics(metrics, step=epoch)
         self._write_csv()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows, "best_epoch": self.best_epoch, "best_value": self.best_value}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.rows = list(state_dict["rows"])
+        self.best_epoch, self.best_value = state_dict["best_epoch"], state_dict["best_value"]
 
     def _track_best(self, value: float | None, epoch: int) -> None:
         if value is None or math.isnan(value):

@@ -14,6 +14,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from labline.config import flatten
+from labline.interrupts import Interrupted
 from labline.tracking import provenance
 from labline.tracking.store import ensure_experiment
 
@@ -48,10 +49,12 @@ class MlflowTracker:
             if run_id is None:
                 self._record_start(config, tags, root)
             yield self
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, Interrupted) as exc:
+            mlflow.set_tag("stop_reason", str(exc) or "KeyboardInterrupt")
             mlflow.end_run(status="KILLED")
             raise
-        except BaseException:
+        except BaseException as exc:
+            mlflow.set_tag("failure_reason", f"{type(exc).__name__}: {exc}"[:5000])
             mlflow.end_run(status="FAILED")
             raise
         mlflow.end_run(status="FINISHED")
@@ -67,6 +70,19 @@ class MlflowTracker:
             path = Path(tmp) / "config.yaml"
             path.write_text(OmegaConf.to_yaml(OmegaConf.create(config)))
             mlflow.log_artifact(str(path))
+
+    def mark_killed(self, run_id: str) -> None:
+        """A run whose process died before its first checkpoint: record it as KILLED, not RUNNING."""
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient()
+        if client.get_run(run_id).info.status == "RUNNING":
+            client.set_terminated(run_id, status="KILLED")
+
+    def logged_steps(self, key: str) -> set[int]:
+        from mlflow.tracking import MlflowClient
+
+        return {m.step for m in MlflowClient().get_metric_history(self.run_id, key)}
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         import mlflow

@@ -1,0 +1,54 @@
+"""Guards that stop a run loudly instead of letting it drift: non-finite losses and gradients."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+
+from labline.errors import ConfigError
+
+ACTIONS = ("stop", "skip")
+
+
+class NonFiniteError(RuntimeError):
+    """Training produced NaN/inf; the run is FAILED with the step and the reason."""
+
+
+class NonFiniteGuard(pl.Callback):
+    """``stop``: fail at the first non-finite loss or gradient, naming the step.
+    ``skip``: drop that batch's update (gradients cleared) and count it in ``skipped_batches``."""
+
+    def __init__(self, action: str = "stop"):
+        if action not in ACTIONS:
+            raise ConfigError("nonfinite", f"unknown action '{action}'", ACTIONS)
+        self.action = action
+        self.skipped = 0
+
+    def _handle(self, trainer: pl.Trainer, reason: str) -> bool:
+        if self.action == "stop":
+            raise NonFiniteError(f"{reason} at global step {trainer.global_step} (epoch {trainer.current_epoch})")
+        self.skipped += 1
+        return True
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if isinstance(loss, torch.Tensor) and not math.isfinite(float(loss.detach())) and self.action == "stop":
+            self._handle(trainer, f"non-finite loss {float(loss.detach())}")
+
+    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                                 optimizer: torch.optim.Optimizer) -> None:
+        grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
+        if grads and not all(torch.isfinite(g).all() for g in grads):
+            self._handle(trainer, "non-finite gradient")
+            for p in pl_module.parameters():
+                p.grad = None  # optimizers skip parameters without gradients
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"skipped": self.skipped}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.skipped = state_dict.get("skipped", 0)

@@ -1,0 +1,116 @@
+"""Failure paths in-process: non-finite losses, signals, resume, reproduce."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import lightning.pytorch as pl
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import ROOT
+from labline import resume
+from labline.callbacks.guards import NonFiniteError
+from labline.config import to_plain
+from labline.errors import ConfigError
+from labline.interrupts import Interrupted
+from labline.reproduce import reproduce
+from labline.tracking.store import tracking_uri
+from labline.training import config_hash, train_and_test
+
+FAST = ["+trainer.limit_train_batches=4", "threads=1", "callbacks=none", "logger.experiment_name=rel"]
+
+
+class PoisonBatch(pl.Callback):
+    """Puts a NaN into one training batch, as a corrupt sample or an overflow would."""
+
+    def __init__(self, at_step: int = 2):
+        self.at_step = at_step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # noqa: ANN001
+        if trainer.global_step == self.at_step:
+            batch[0][0].fill_(float("nan"))
+
+
+class TermAt(pl.Callback):
+    """Sends this process a real SIGTERM at the end of the given epoch."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:  # noqa: ANN001
+        if trainer.current_epoch == self.epoch:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _client() -> MlflowClient:
+    return MlflowClient(tracking_uri())
+
+
+def _runs() -> list:
+    exp = _client().get_experiment_by_name("rel")
+    return [] if exp is None else _client().search_runs([exp.experiment_id])
+
+
+def test_nonfinite_loss_stops_the_run_as_failed_with_the_step(compose, tmp_path) -> None:
+    with pytest.raises(NonFiniteError, match="global step 2"):
+        train_and_test(compose(*FAST, "trainer.max_epochs=2"), tmp_path, ROOT, extra_callbacks=[PoisonBatch(2)])
+    (run,) = _runs()
+    assert run.info.status == "FAILED"
+    assert "global step 2" in run.data.tags["failure_reason"]
+
+
+def test_nonfinite_skip_drops_the_batch_and_counts_it(compose, tmp_path) -> None:
+    cfg = compose(*FAST, "trainer.max_epochs=2", "nonfinite=skip", "backbone=mlp", "backbone.norm=none")
+    result = train_and_test(cfg, tmp_path, ROOT, extra_callbacks=[PoisonBatch(2)])
+    run = _client().get_run(result["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["skipped_batches"] == "1"
+    assert 0.0 < result["test_accuracy"] <= 1.0
+
+
+def test_unknown_nonfinite_action_is_a_config_error(compose, tmp_path) -> None:
+    with pytest.raises(ConfigError, match="nonfinite"):
+        train_and_test(compose(*FAST, "nonfinite=ignore"), tmp_path, ROOT)
+
+
+def test_sigterm_stops_cleanly_and_the_same_config_resumes_to_identical_metrics(compose, tmp_path) -> None:
+    cfg = compose(*FAST, "trainer.max_epochs=4")
+    with pytest.raises(Interrupted) as stop:
+        train_and_test(cfg, tmp_path / "first", ROOT, extra_callbacks=[TermAt(1)])
+    assert stop.value.exit_code == 143
+    (killed,) = _runs()
+    assert killed.info.status == "KILLED"
+    assert (tmp_path / "first" / "checkpoints" / "last.ckpt").exists()
+    assert resume.pointer(ROOT, config_hash(to_plain(cfg))).exists()
+
+    resumed = train_and_test(cfg, tmp_path / "second", ROOT)
+    assert resumed["run_id"] == killed.info.run_id, "resumes into the same MLflow run"
+    run = _client().get_run(resumed["run_id"])
+    assert run.info.status == "FINISHED"
+    steps = [m.step for m in _client().get_metric_history(resumed["run_id"], "val/loss")]
+    assert sorted(steps) == [0, 1, 2, 3], "no duplicated or missing epochs"
+    assert not resume.pointer(ROOT, config_hash(to_plain(cfg))).exists()
+
+    fresh = train_and_test(compose(*FAST, "trainer.max_epochs=4", "resume=false"), tmp_path / "fresh", ROOT)
+    for key in ("test_accuracy", "test_loss"):
+        assert resumed[key] == fresh[key], key
+
+
+def test_reproduce_gives_identical_metrics_and_refuses_data_drift(compose, tmp_path, monkeypatch) -> None:
+    original = train_and_test(compose(*FAST, "trainer.max_epochs=2"), tmp_path / "orig", ROOT)
+    monkeypatch.setattr("labline.reproduce.drift", lambda run, root, md5: [])
+    again = reproduce(original["run_id"], ROOT)
+    assert again["identical"] and again["run_id"] != original["run_id"]
+    assert _client().get_run(again["run_id"]).data.tags["reproduced_from"] == original["run_id"]
+
+
+def test_reproduce_reports_drift_and_unknown_runs(compose, tmp_path) -> None:
+    original = train_and_test(compose(*FAST, "trainer.max_epochs=1"), tmp_path / "orig", ROOT)
+    client = _client()
+    client.set_tag(original["run_id"], "data_md5", "0" * 32)
+    with pytest.raises(ConfigError, match="data md5"):
+        reproduce(original["run_id"], ROOT)
+    with pytest.raises(ConfigError, match="no MLflow run 'deadbeef'"):
+        reproduce("deadbeef", ROOT)
