@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from conftest import CONF, ROOT
-
 from labline.docs import render
 
 

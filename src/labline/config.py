@@ -27,10 +27,18 @@ CONFIG_NAME = "train"
 
 @contextmanager
 def hydra_context(conf: Path | None = None) -> Iterator[None]:
-    """Initialise Hydra's compose API over ``conf/`` (re-entrant with an active app)."""
-    if GlobalHydra.instance().is_initialized():
+    """Initialise Hydra's compose API over ``conf/``.
+
+    Inside a running Hydra app (a ``labline train`` job) its search path is reused;
+    otherwise any stale global state (e.g. from an earlier app in this process) is
+    cleared, so each call composes from exactly the ``conf/`` it names.
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    if GlobalHydra.instance().is_initialized() and HydraConfig.initialized():
         yield
         return
+    GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str((conf or config_dir()).resolve()), version_base="1.3"):
         yield
 

@@ -2,7 +2,9 @@
 
 Everything a user can get wrong is built and checked in ``prepare_run``
 (data, model, optimizer, trainer) before the MLflow run exists; only then
-does ``fit`` open the run. A crash inside it marks the run FAILED.
+does ``train_and_test`` open the run. A crash inside it marks the run FAILED,
+a signal KILLED (with a resumable checkpoint), and SIGKILL leaves an in-flight
+record that the next identical command resumes from.
 """
 
 from __future__ import annotations
@@ -20,14 +22,18 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from labline import plots, report
+from labline import plots, report, resume
 from labline.building import build
 from labline.callbacks.epoch_curves import EpochCurves
+from labline.callbacks.epoch_seed import EpochSeed
+from labline.callbacks.guards import NonFiniteGuard
 from labline.config import to_plain
 from labline.data.datamodule import ArrayDataModule
 from labline.data.files import write_json
 from labline.data.stages import ProcessedData, load_processed
 from labline.errors import ConfigError
+from labline.interrupts import Interrupted, graceful_signals
+from labline.metrics.complexity import model_complexity
 from labline.models.build import build_task
 
 CHECKPOINT_NAME = "model"
@@ -83,38 +89,67 @@ def prepare_run(cfg: DictConfig, out_dir: Path, root: Path, extra_callbacks: Seq
     setup_runtime(cfg)
     config = to_plain(cfg)
     data = load_processed(cfg, root)
+    for key in ("batch_size", "num_workers"):
+        value, least = cfg.data.get(key), 1 if key == "batch_size" else 0
+        if not isinstance(value, int) or value < least:
+            raise ConfigError(f"data.{key}", f"must be an integer >= {least}, got {value!r}")
     dm = ArrayDataModule(data, batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers, seed=cfg.seed,
                          augment=build(cfg.augment, "augment") if "_target_" in (cfg.get("augment") or {}) else None)
     task = build_task(cfg, dm.input_shape, dm.num_classes, config)
-    tracker = build(cfg.logger, "logger") if cfg.get("logger") else None
+    tracker = build(cfg.logger, "logger")
     curves = EpochCurves(out_dir / "curves.csv", tracker, monitor=task.monitor, mode=task.monitor_mode)
-    checkpoint = pl.callbacks.ModelCheckpoint(dirpath=out_dir / "checkpoints", filename=CHECKPOINT_NAME, monitor=task.monitor,
-                                              mode=task.monitor_mode, save_top_k=1, enable_version_counter=False)
+    every = cfg.get("checkpoint_every_n_epochs", 1)
+    if not isinstance(every, int) or every < 1:
+        raise ConfigError("checkpoint_every_n_epochs", f"must be a positive integer, got {every!r}")
+    # Both checkpoints are written at the end of the training epoch, after EpochCurves has logged it.
+    best = pl.callbacks.ModelCheckpoint(dirpath=out_dir / "checkpoints", filename=CHECKPOINT_NAME, monitor=task.monitor,
+                                        mode=task.monitor_mode, save_top_k=1, enable_version_counter=False,
+                                        save_on_train_epoch_end=True)
+    last = pl.callbacks.ModelCheckpoint(dirpath=out_dir / "checkpoints", filename=resume.LAST, every_n_epochs=every,
+                                        save_top_k=1, enable_version_counter=False, save_on_train_epoch_end=True)
+    guard = NonFiniteGuard(cfg.get("nonfinite", "stop"))
     extra = [build(node, f"callbacks.{name}") for name, node in (cfg.get("callbacks") or {}).items() if node]
-    trainer = build(cfg.trainer, "trainer", callbacks=[curves, checkpoint, *extra, *extra_callbacks], logger=False,
-                    default_root_dir=str(out_dir), enable_model_summary=False)
+    trainer = build(cfg.trainer, "trainer", callbacks=[EpochSeed(cfg.seed), guard, curves, best, last, *extra, *extra_callbacks],
+                    logger=False, default_root_dir=str(out_dir), enable_model_summary=False)
     return PreparedRun(cfg, config, data, dm, task, trainer, curves, tracker, out_dir, root)
 
 
 def run_tags(run: PreparedRun) -> dict[str, str]:
-    return {"seed": str(run.cfg.seed), "dataset": run.cfg.data.name, "data_md5": run.data.md5,
+    """Provenance and model complexity (FLOPs of one sample, 2 x MACs), recorded once per run."""
+    complexity = model_complexity(run.task, run.datamodule.input_shape)
+    return {**{f"model.{k}": str(v) for k, v in complexity.items()},
+            "seed": str(run.cfg.seed), "dataset": run.cfg.data.name, "data_md5": run.data.md5,
             "data_fingerprint": run.data.fingerprint, "split_hash": split_hash(run.data),
             "config_hash": config_hash(run.config)}
 
 
-def fit(run: PreparedRun) -> Path:
-    """Train; returns the best checkpoint. Records curves, best/stopped epoch and the checkpoint."""
-    run.trainer.fit(run.task, datamodule=run.datamodule)
+def _interrupt_checkpoint(run: PreparedRun) -> None:
+    """On SIGINT/SIGTERM, keep a resumable checkpoint of the last completed epoch."""
+    last = run.out_dir / "checkpoints" / f"{resume.LAST}.ckpt"
+    if not last.exists():
+        run.trainer.save_checkpoint(last)
+
+
+def fit(run: PreparedRun, resume_from: Path | None = None) -> Path:
+    """Train (or resume); returns the best checkpoint. Records curves, best/stopped epoch and the checkpoint."""
+    with graceful_signals():
+        try:
+            run.trainer.fit(run.task, datamodule=run.datamodule, ckpt_path=str(resume_from) if resume_from else None,
+                            weights_only=False)
+        except Interrupted:
+            _interrupt_checkpoint(run)
+            raise
     best = Path(run.trainer.checkpoint_callback.best_model_path or run.out_dir / "checkpoints" / f"{CHECKPOINT_NAME}.ckpt")
     if not best.exists():
         run.trainer.save_checkpoint(best)
     curve_png = plots.learning_curves(run.curves.rows, run.out_dir / "learning_curves.png", run.curves.best_epoch)
-    if run.tracker is not None:
-        run.tracker.set_tags({"best_epoch": run.curves.best_epoch, "stopped_epoch": run.trainer.current_epoch - 1})
-        run.tracker.log_artifact(curve_png, "plots")
-        run.tracker.log_artifact(run.curves.csv_path, "curves")
-        if run.tracker.log_checkpoint:
-            run.tracker.log_artifact(best, "checkpoints")
+    guard = next(c for c in run.trainer.callbacks if isinstance(c, NonFiniteGuard))
+    run.tracker.set_tags({"best_epoch": run.curves.best_epoch, "stopped_epoch": run.trainer.current_epoch - 1,
+                          "skipped_batches": guard.skipped})
+    run.tracker.log_artifact(curve_png, "plots")
+    run.tracker.log_artifact(run.curves.csv_path, "curves")
+    if run.tracker.log_checkpoint:
+        run.tracker.log_artifact(best, "checkpoints")
     return best
 
 
@@ -133,13 +168,12 @@ def test(run: PreparedRun, checkpoint: Path, reports: Path) -> dict[str, float]:
     cm_png = plots.confusion_matrix(matrix, run.data.classes, reports / "confusion_matrix.png")
     rows = [{"actual": run.data.classes[a], "predicted": run.data.classes[p]} for a, p in zip(targets, predicted, strict=True)]
     write_json(rows, reports / "predictions.json")
-    if run.tracker is not None:
-        run.tracker.log_metrics(metrics)
-        run.tracker.log_artifact(cm_png, "plots")
-        run.tracker.log_dict({"classes": run.data.classes, "matrix": matrix.tolist()}, "confusion_matrix.json")
-        with tempfile.TemporaryDirectory() as tmp:
-            np.savez(Path(tmp) / "test.npz", probs=probs, targets=targets, index=run.data.parts["test"])
-            run.tracker.log_artifact(Path(tmp) / "test.npz", "predictions")
+    run.tracker.log_metrics(metrics)
+    run.tracker.log_artifact(cm_png, "plots")
+    run.tracker.log_dict({"classes": run.data.classes, "matrix": matrix.tolist()}, "confusion_matrix.json")
+    with tempfile.TemporaryDirectory() as tmp:
+        np.savez(Path(tmp) / "test.npz", probs=probs, targets=targets, index=run.data.parts["test"])
+        run.tracker.log_artifact(Path(tmp) / "test.npz", "predictions")
     return metrics
 
 
@@ -149,28 +183,49 @@ def train_and_test(cfg: DictConfig, out_dir: Path, root: Path, do_test: bool | N
 
     Sweeps and ablations call this in-process, passing callbacks (e.g. a pruner) and
     tags; with ``do_test=False`` (or ``test_after_fit: false``) the test split stays untouched.
+    If the same config was interrupted earlier (SIGKILL, SIGINT, SIGTERM), it resumes from
+    that run's last checkpoint into the same MLflow run.
     Returns the run id, the monitored validation value at the best epoch and any test metrics.
     """
     do_test = bool(cfg.get("test_after_fit", True)) if do_test is None else do_test
+    chash = config_hash(to_plain(cfg))
+    previous, orphan = resume.find(root, chash) if cfg.get("resume", True) else (None, None)
+    if previous is not None:
+        out_dir = previous.out_dir
+        report.console.print(f"[bold yellow]resuming[/] MLflow run {previous.run_id} from {previous.checkpoint}")
     run = prepare_run(cfg, out_dir, root, extra_callbacks)
     report.config_tree(run.config)
-    metrics: dict[str, float] = {}
-    if run.tracker is None:
-        best = fit(run)
-        metrics = test(run, best, out_dir) if do_test else {}
-        run_id = None
-    else:
-        with run.tracker.start(default_run_name(cfg), run.config, {**run_tags(run), **(tags or {})}, root):
-            best = fit(run)
+    if orphan:
+        run.tracker.mark_killed(orphan)
+    run_id = previous.run_id if previous else None
+    with run.tracker.start(default_run_name(cfg), run.config, {**run_tags(run), **(tags or {})}, root, run_id=run_id):
+        if previous is not None:
+            run.curves.logged_steps = run.tracker.logged_steps("val/loss")
+        resume.mark(root, chash, out_dir, run.tracker.run_id)
+        try:
+            best = fit(run, previous.checkpoint if previous else None)
             metrics = test(run, best, out_dir) if do_test else {}
-            write_json({"run_id": run.tracker.run_id, "checkpoint": str(best)}, out_dir / "run.json")
-        run_id = run.tracker.run_id
+        except Interrupted:
+            raise
+        except BaseException:
+            resume.clear(root, chash)
+            raise
+        resume.clear(root, chash)
+        write_json({"run_id": run.tracker.run_id, "checkpoint": str(best.relative_to(out_dir))}, out_dir / "run.json")
     if metrics:
         report.metrics_table(metrics)
-    return {"run_id": run_id, "monitor": run.task.monitor, "best_value": run.curves.best_value,
+    return {"run_id": run.tracker.run_id, "monitor": run.task.monitor, "best_value": run.curves.best_value,
             "best_epoch": run.curves.best_epoch, **metrics}
 
 
 def train_job(cfg: DictConfig, out_dir: Path, root: Path) -> dict[str, Any]:
     """What one ``labline train`` job runs (each job of a ``-m`` sweep too)."""
-    return train_and_test(cfg, out_dir, root)
+    from labline.data.stages import is_resampling
+    from labline.sweep.context import trial_hooks
+
+    if is_resampling(cfg) and cfg.split.get("fold") is None:
+        from labline.crossval import cross_validate
+
+        return cross_validate(cfg, out_dir, root)
+    callbacks, tags = trial_hooks()  # an Optuna trial's reporting/pruning callback and tags; none outside a sweep
+    return train_and_test(cfg, out_dir, root, extra_callbacks=callbacks, tags=tags)

@@ -3,9 +3,18 @@
 Small research datasets fit in memory; indexing one tensor is far faster
 than a per-sample Dataset, which keeps labline's overhead over a plain loop
 small (see benches/overhead.py).
+
+Augmentation runs on whole batches after they reach the device
+(``on_after_batch_transfer``), and only while the trainer is training: the
+validation loop, the sanity check and the test never see augmented inputs,
+whatever loader serves them.
 """
 
 from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
@@ -13,12 +22,16 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from labline.data.stages import ProcessedData
+from labline.errors import ConfigError
+
+Augment = Callable[[torch.Tensor], torch.Tensor]
 
 
 class ArrayDataModule(pl.LightningDataModule):
     """Serves the train / val / test parts of a ``ProcessedData``."""
 
-    def __init__(self, data: ProcessedData, batch_size: int = 64, num_workers: int = 0, seed: int = 0):
+    def __init__(self, data: ProcessedData, batch_size: int = 64, num_workers: int = 0, seed: int = 0,
+                 augment: Augment | None = None):
         super().__init__()
         self.data = data
         self.batch_size = batch_size
@@ -28,6 +41,32 @@ class ArrayDataModule(pl.LightningDataModule):
             part: TensorDataset(torch.from_numpy(np.ascontiguousarray(data.x[idx])), torch.from_numpy(data.y[idx]))
             for part, idx in data.parts.items()
         }
+        self.augment = augment
+        if augment is not None:
+            self._check_augment(augment)
+
+    def _check_augment(self, augment: Augment) -> None:
+        """Run a copy of the augmentation on two training samples, so a misfit (wrong input rank, a changed
+        shape the model was not built for) fails before training. The copy leaves the real generator's
+        stream untouched: runs with and without this check draw the same augmentations."""
+        sample = self.sets["train"].tensors[0][:2]
+        try:
+            out = copy.deepcopy(augment)(sample.clone())
+        except ConfigError:
+            raise
+        except Exception as exc:
+            problem = " ".join(str(exc).split())
+            raise ConfigError("augment", f"fails on a batch of shape {tuple(sample.shape)}: {problem}") from None
+        if not isinstance(out, torch.Tensor) or out.shape != sample.shape:
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ConfigError("augment", f"turns a batch of shape {tuple(sample.shape)} into {got}",
+                              "augmentations that keep the input shape (e.g. size: null for crops)")
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if self.augment is None or self.trainer is None or not self.trainer.training:
+            return batch
+        x, y = batch
+        return self.augment(x), y
 
     @property
     def input_shape(self) -> tuple[int, ...]:

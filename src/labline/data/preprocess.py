@@ -2,7 +2,9 @@
 
 Each normaliser has ``fit(x)`` returning itself, ``transform(x)``, and a JSON
 ``state`` so the statistics are written next to the processed data and can be
-checked by eye or reused on new data.
+checked by eye or reused on new data. ``Atan`` and ``L2`` have no statistics:
+they transform each value or sample on its own, so there is nothing to leak
+from validation or test data.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
+from labline.errors import ConfigError
 
 
 class Normaliser:
@@ -57,3 +61,63 @@ class MinMax(Normaliser):
 
     def transform(self, x: np.ndarray) -> np.ndarray:
         return ((x - self.stats["min"]) / self.stats["range"]).astype(np.float32)
+
+
+class Log(Normaliser):
+    """``log10(x + offset) / log10(max + offset)`` with ``max`` fitted on the train split.
+
+    The formula needs ``x + offset >= 1`` (below 1 the logarithm turns negative, at 0 it is infinite).
+    Values that break it are a ``ConfigError`` naming the offset that would fix them, on the train split
+    at fit time and on any split at transform time: clipping or shifting them silently would change the
+    data. ``offset: 1`` is ``log1p`` scaling and suits counts and pixel intensities that start at 0.
+    """
+
+    def __init__(self, offset: float = 0.0, per_feature: bool = False):
+        super().__init__(per_feature)
+        self.offset = offset
+
+    def _shifted(self, x: np.ndarray) -> np.ndarray:
+        shifted = x.astype(np.float64) + self.offset
+        low = float(shifted.min()) if shifted.size else 1.0
+        if not low >= 1.0:
+            raise ConfigError("preprocess.offset", f"log needs x + offset >= 1, but the data reach {low - self.offset:g} "
+                              f"with offset {self.offset:g}", f">= {1.0 - low + self.offset:g}, or another normaliser")
+        return shifted
+
+    def fit(self, x: np.ndarray) -> Log:
+        log_max = np.log10(self._reduce(self._shifted(x), np.max))
+        self.stats = {"log_max": np.where(log_max > 0, log_max, 1.0)}
+        return self
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        return (np.log10(self._shifted(x)) / self.stats["log_max"]).astype(np.float32)
+
+    @property
+    def state(self) -> dict[str, Any]:
+        return super().state | {"offset": self.offset}
+
+
+class _Stateless(Normaliser):
+    """A transform of each value or sample on its own: nothing is fitted, so nothing depends on the split."""
+
+    def __init__(self) -> None:
+        super().__init__(per_feature=False)
+
+    def fit(self, x: np.ndarray) -> _Stateless:
+        return self
+
+
+class Atan(_Stateless):
+    """``atan(x) * 2 / pi``: squashes any real value into (-1, 1), near-linear around 0, heavy tails compressed."""
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        return (np.arctan(x) * 2.0 / np.pi).astype(np.float32)
+
+
+class L2(_Stateless):
+    """Per-sample ``x / ||x||_2`` over all of a sample's values; an all-zero sample stays zero."""
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        norm = np.sqrt(np.square(x.astype(np.float64)).reshape(len(x), -1).sum(1))
+        norm = np.where(norm > 0, norm, 1.0).reshape(-1, *([1] * (x.ndim - 1)))
+        return (x / norm).astype(np.float32)

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from labline.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class RawDataset:
@@ -28,3 +30,35 @@ def sklearn_digits() -> RawDataset:
     x = bunch.images.astype(np.float32)[:, None, :, :]
     y = bunch.target.astype(np.int64)
     return RawDataset(x=x, y=y, classes=[str(c) for c in bunch.target_names])
+
+
+def sklearn_digits_sequence() -> RawDataset:
+    """The same digits as a 1-D signal ``(1, 64)``: the pixels in raster order, one value per time step.
+
+    Gives the sequence backbones (conv1d, tcn, gru, lstm) a real univariate
+    sequence whose long-range structure (rows 8 steps apart) they must learn.
+    """
+    images = sklearn_digits()
+    return RawDataset(x=images.x.reshape(len(images.x), 1, -1), y=images.y, classes=images.classes)
+
+
+def npz_file(path: str, classes: list[str] | None = None) -> RawDataset:
+    """Bring your own data: an ``.npz`` with ``x`` (N, C, H, W) or (N, C, L) and integer labels ``y``.
+
+    Class names come from ``classes`` (the config), else from a ``classes`` array in the file,
+    else from the label values.
+    """
+    from pathlib import Path
+
+    from labline.data.files import check_arrays, load_npz
+
+    arrays = load_npz(Path(path), ("x", "y"), "an .npz file with arrays x (N, ...) and y (N,)")
+    x, y = arrays["x"].astype(np.float32), arrays["y"]
+    if not np.issubdtype(y.dtype, np.integer):
+        raise ConfigError(path, f"labels y must be integers, got {y.dtype}", "class indices 0..K-1")
+    check_arrays(x, y, path)
+    names = classes or ([str(c) for c in arrays["classes"]] if "classes" in arrays else [str(c) for c in range(int(y.max()) + 1)])
+    if y.min() < 0 or y.max() >= len(names):
+        raise ConfigError(path, f"labels span {int(y.min())}..{int(y.max())} but there are {len(names)} classes",
+                          "labels 0..K-1 with K class names")
+    return RawDataset(x=x, y=y.astype(np.int64), classes=names)

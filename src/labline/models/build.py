@@ -17,11 +17,18 @@ from torch import nn
 
 from labline.building import accepts, build
 from labline.errors import ConfigError
+from labline.models.backbone_options import apply_options, split_options
 
 
 def build_backbone(node: DictConfig, in_shape: Sequence[int]) -> tuple[nn.Module, int]:
-    extra = {"in_shape": list(in_shape)} if accepts(node._target_, "in_shape") else {}
-    backbone = build(node, "backbone", **extra)
+    """The backbone and its feature width, with labline's ``init``/``weights``/``freeze`` keys applied
+    (see ``backbone_options``): they are popped first, so any module class works under ``_target_``."""
+    node, options = split_options(node)
+    try:
+        takes_shape = accepts(node._target_, "in_shape")
+    except Exception:  # a missing or unimportable _target_: build() below reports it as a one-line ConfigError
+        takes_shape = False
+    backbone = build(node, "backbone", **({"in_shape": list(in_shape)} if takes_shape else {}))
     if not isinstance(backbone, nn.Module):
         raise ConfigError("backbone._target_", f"built a {type(backbone).__name__}, not a torch.nn.Module")
     width = getattr(backbone, "out_features", None)
@@ -34,6 +41,7 @@ def build_backbone(node: DictConfig, in_shape: Sequence[int]) -> tuple[nn.Module
         except Exception as exc:
             raise ConfigError("backbone", f"cannot run on inputs of shape {tuple(in_shape)}: {exc}") from None
         backbone.train(was_training)
+    apply_options(backbone, options)
     return backbone, int(width)
 
 

@@ -1,4 +1,4 @@
-"""Supervised classification: backbone -> head -> loss, with accuracy and macro F1."""
+"""Supervised classification: backbone -> head -> loss, with accuracy, top-k, precision / recall / F1 and ranking metrics."""
 
 from __future__ import annotations
 
@@ -7,43 +7,83 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-import torchmetrics
 from torch import nn
 
+from labline import labels
+from labline.errors import ConfigError
+from labline.losses.multitask import MultiTaskLoss
+from labline.metrics.classification import classification_metrics
+from labline.models.heads.multitask import check_pairing
 from labline.optim import configure_optimization
+
+Outputs = torch.Tensor | dict[str, torch.Tensor]
 
 
 class ClassificationTask(pl.LightningModule):
     """The default task. Hyperparameters hold the resolved config, never modules,
-    so checkpoints load with ``torch.load(weights_only=True)``."""
+    so checkpoints load with ``torch.load(weights_only=True)``.
+
+    The loss gets the labels in the encoding it names (``loss.target``: index,
+    onehot, multihot, soft); metrics always get class indices. With
+    ``head=multitask`` the main head's outputs are the predictions and each
+    head's loss is logged as ``part/loss_<name>`` next to the weighted ``part/loss``.
+    """
 
     def __init__(self, backbone: nn.Module, head: nn.Module, loss: nn.Module, optimizer: Callable[..., torch.optim.Optimizer],
                  scheduler: Callable[..., Any] | None, num_classes: int, config: dict[str, Any] | None = None,
-                 monitor: str = "val/acc", monitor_mode: str = "max"):
+                 monitor: str = "val/acc", monitor_mode: str = "max", top_k: int | None = 5):
         super().__init__()
         self.save_hyperparameters(ignore=["backbone", "head", "loss", "optimizer", "scheduler"])
         self.backbone, self.head, self.loss_fn = backbone, head, loss
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.monitor, self.monitor_mode = monitor, monitor_mode
-        metrics = torchmetrics.MetricCollection({
-            "acc": torchmetrics.classification.MulticlassAccuracy(num_classes, average="micro"),
-            "f1_macro": torchmetrics.classification.MulticlassF1Score(num_classes, average="macro"),
-        })
+        self.num_classes = num_classes
+        self.loss_target = labels.check_encoding(getattr(loss, "target", "index"))
+        check_pairing(head, loss, num_classes)
+        self._check_loss()
         # ModuleDict keys must not shadow nn.Module attributes such as ``train``.
-        self.metrics = nn.ModuleDict({f"{part}_metrics": metrics.clone(prefix=f"{part}/") for part in ("train", "val", "test")})
+        self.metrics = nn.ModuleDict({f"{part}_metrics": classification_metrics(num_classes, top_k, ranking=part != "train")
+                                      .clone(prefix=f"{part}/") for part in ("train", "val", "test")})
         self.test_probs: list[torch.Tensor] = []
         self.test_targets: list[torch.Tensor] = []
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _check_loss(self) -> None:
+        """Score dummy outputs once, so a loss that cannot read this head's outputs (wrong width,
+        wrong encoding, per-class weights of the wrong length) fails before training, not inside fit()."""
+        widths = getattr(self.head, "out_features", self.num_classes)
+        main = widths[self.head.main] if isinstance(widths, dict) else widths
+        if main != self.num_classes:
+            raise ConfigError("head", f"outputs {main} values per sample; classification needs one per class "
+                              f"({self.num_classes})", "a classifier head: linear, mlp, multitask")
+        outputs = {n: torch.zeros(2, w) for n, w in widths.items()} if isinstance(widths, dict) else torch.zeros(2, widths)
+        try:
+            with torch.no_grad():
+                self._loss(outputs, torch.arange(2) % self.num_classes)
+        except ConfigError:
+            raise
+        except (RuntimeError, ValueError, IndexError, TypeError) as exc:
+            raise ConfigError("loss", f"cannot score the head's outputs: {' '.join(str(exc).split())}") from None
+
+    def forward(self, x: torch.Tensor) -> Outputs:
         return self.head(self.backbone(x))
+
+    def _loss(self, outputs: Outputs, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The loss to optimise and, for multi-task heads, each head's own term."""
+        if isinstance(self.loss_fn, MultiTaskLoss):
+            terms = self.loss_fn.terms(outputs, y)
+            return self.loss_fn.weighted(terms), terms
+        return self.loss_fn(outputs, labels.encode(y, self.loss_target, outputs.shape[1])), {}
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], part: str) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = batch
-        logits = self(x)
-        loss = self.loss_fn(logits, y)
-        self.metrics[f"{part}_metrics"].update(logits.detach(), y)
+        outputs = self(x)
+        logits = outputs[self.head.main] if isinstance(outputs, dict) else outputs
+        loss, terms = self._loss(outputs, y)
+        self.metrics[f"{part}_metrics"].update(logits.detach().float().softmax(-1), y)
         self.log(f"{part}/loss", loss, on_step=False, on_epoch=True, prog_bar=part != "train", batch_size=len(y))
-        self.log_dict(self.metrics[f"{part}_metrics"], on_step=False, on_epoch=True, prog_bar=part == "val", batch_size=len(y))
+        for name, term in terms.items():
+            self.log(f"{part}/loss_{name}", term, on_step=False, on_epoch=True, batch_size=len(y))
+        self.log_dict(self.metrics[f"{part}_metrics"], on_step=False, on_epoch=True, prog_bar=False, batch_size=len(y))
         return loss, logits
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:

@@ -15,6 +15,7 @@ class LinearHead(nn.Module):
         super().__init__()
         self.drop = nn.Dropout(check_dropout(dropout, "head.dropout"))
         self.fc = nn.Linear(in_features, num_classes)
+        self.out_features = num_classes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.drop(x))

@@ -1,0 +1,130 @@
+"""k-fold cross-validation of one config: one MLflow parent, one child per fold, the fold mean +/- std on the parent.
+
+This is the protocol of the textbook: estimate a configuration by its mean validation score over the
+folds (what a sweep should optimise), then, with ``split.refit: true``, retrain it once on all non-test
+data and test that model. With refit the folds do not touch the test split at all; without it each
+fold model is tested (``test_after_fit``) and the test metrics are averaged too.
+
+The refit has no validation data left, so it trains for the folds' mean best epoch count and drops the
+callbacks that watch a validation metric (early stopping); a scheduler that watches one cannot refit.
+An interrupted cross-validation resumes: the same command re-opens its unfinished parent and skips
+folds that already finished.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from labline import report
+from labline.ablation.runs import ParentRun, parent_run, run_value
+from labline.ablation.stats import mean_std
+from labline.config import to_plain
+from labline.data.files import write_json
+from labline.data.stages import fold_count, with_fold
+from labline.errors import ConfigError
+from labline.training import config_hash, default_run_name, prepare_run, train_and_test
+
+
+def refit_config(cfg: DictConfig, epochs: int) -> DictConfig:
+    """Train on every non-test sample for ``epochs``, without the callbacks that need validation data."""
+    scheduler = cfg.get("scheduler") or {}
+    if scheduler.get("monitor"):
+        raise ConfigError("split.refit", f"the scheduler watches {scheduler.monitor}, but a refit has no validation data",
+                          "a scheduler without monitor (cosine, step, none), or split.refit=false")
+    refit = with_fold(cfg, "all")
+    refit.trainer.max_epochs = epochs
+    for name, node in (cfg.get("callbacks") or {}).items():
+        if node and node.get("monitor"):
+            refit.callbacks[name] = None
+    return refit
+
+
+def _fold_metrics(parent: ParentRun, run_ids: list[str], monitor: str) -> list[dict[str, float]]:
+    """Each fold's monitored validation value at its best epoch, best epoch and test metrics, read back from MLflow."""
+    rows = []
+    for run_id in run_ids:
+        run = parent.client.get_run(run_id)
+        best = run.data.tags.get("best_epoch", "None")
+        row = {monitor: run_value(parent.client, run, monitor), "best_epoch": None if best == "None" else float(best)}
+        row.update({k: v for k, v in run.data.metrics.items() if k.startswith("test_")})
+        rows.append({k: v for k, v in row.items() if v is not None})
+    return rows
+
+
+def _summary(rows: list[dict[str, float]]) -> dict[str, float]:
+    keys = sorted({k for row in rows for k in row})
+    summary: dict[str, float] = {}
+    for key in keys:
+        mean, std = mean_std([row[key] for row in rows if key in row])
+        summary[f"{key}_mean"] = mean
+        if not math.isnan(std):
+            summary[f"{key}_std"] = std
+    return summary
+
+
+def _print(rows: list[dict[str, float]], summary: dict[str, float], monitor: str) -> None:
+    from rich.table import Table
+
+    keys = [monitor, *(k for k in ("test_accuracy", "test_f1_macro") if k in rows[0])]
+    table = Table(title=f"cross-validation: {len(rows)} folds")
+    for name in ("fold", *keys):
+        table.add_column(name, justify="right")
+    for i, row in enumerate(rows):
+        table.add_row(str(i), *(f"{row.get(k, math.nan):.4f}" for k in keys))
+    table.add_row("mean ± std", *(f"{summary[f'{k}_mean']:.4f} ± {summary.get(f'{k}_std', math.nan):.4f}" for k in keys))
+    report.console.print(table)
+
+
+def cross_validate(cfg: DictConfig, out_dir: Path, root: Path) -> dict[str, Any]:
+    """Train ``cfg`` once per fold of its resampling split (then refit if asked); returns what ``train_and_test``
+    returns, with the parent's run id and the mean fold score as ``best_value`` (what a sweep optimises)."""
+    n = fold_count(cfg, root)
+    refit = bool(cfg.split.get("refit", False))
+    folds = [with_fold(cfg, i) for i in range(n)]
+    if refit:
+        refit_config(cfg, 1)  # a scheduler that cannot refit is reported before any fold trains
+    with tempfile.TemporaryDirectory() as tmp:
+        prepare_run(folds[0], Path(tmp), root)  # user errors (a bad value) before any MLflow run exists
+    config = to_plain(cfg)
+    name = f"{default_run_name(cfg)}-{cfg.split.get('name', 'cv')}{n}"
+    tags = {"role": "crossval", "config_hash": config_hash(config)}
+    with parent_run(cfg, root, name, config, tags, reopen=lambda r: r.info.status != "FINISHED") as parent:
+        done = parent.finished()
+        run_ids, monitor = [], str(cfg.task.get("monitor", "val/loss"))
+        for i, fold_cfg in enumerate(folds):
+            previous = done.get(config_hash(to_plain(fold_cfg)))
+            if previous is not None:
+                report.console.print(f"fold {i}: already finished in MLflow run {previous.info.run_id}")
+                run_ids.append(previous.info.run_id)
+                continue
+            result = train_and_test(fold_cfg, out_dir / f"fold_{i}", root, do_test=False if refit else None,
+                                    tags=parent.child_tags(fold=str(i)))
+            run_ids.append(result["run_id"])
+            monitor = result["monitor"]
+        rows = _fold_metrics(parent, run_ids, monitor)
+        summary = _summary(rows)
+        summary["folds"] = n
+        final: dict[str, Any] = {k.removesuffix("_mean"): v for k, v in summary.items() if k.startswith("test_")
+                                 and k.endswith("_mean")}
+        if refit:
+            best = summary.get("best_epoch_mean")
+            epochs = cfg.trainer.max_epochs if best is None else max(1, round(best + 1))
+            result = train_and_test(refit_config(cfg, epochs), out_dir / "refit", root,
+                                    tags=parent.child_tags(fold="all", refit="true"))
+            final = {k: v for k, v in result.items() if k.startswith("test_")}
+            summary.update({f"refit_{k}": v for k, v in final.items()})
+            summary["refit_epochs"] = epochs
+            parent.client.set_tag(parent.run_id, "refit_run_id", result["run_id"])
+        parent.log_metrics(summary)
+        folder = out_dir / "crossval"
+        write_json({"folds": [{"run_id": rid, **row} for rid, row in zip(run_ids, rows, strict=True)], "summary": summary},
+                   folder / "crossval.json")
+        parent.log_artifacts(folder, "crossval")
+    _print(rows, summary, monitor)
+    return {"run_id": parent.run_id, "monitor": monitor, "best_value": summary.get(f"{monitor}_mean"), "best_epoch": None,
+            **final}

@@ -1,0 +1,1 @@
+"""Measurement: classification metric collections, box and mask overlaps, similarity, model complexity."""

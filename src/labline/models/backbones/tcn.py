@@ -1,0 +1,45 @@
+"""Temporal convolutional network (Bai et al. 2018): residual blocks of causal dilated convs.
+
+Block i dilates by 2**i, so the receptive field grows exponentially with
+depth: ``1 + 2 (k-1) (2**levels - 1)`` steps. The features are the last
+step's output, which has seen the whole sequence when the receptive field
+covers it (digits read by rows: 8 steps; digits_seq: 64).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from labline.errors import ConfigError
+from labline.models import layers
+from labline.models.backbones.shapes import as_channels_first, sequence_shape
+from labline.models.blocks import TemporalBlock
+
+
+class TCN(nn.Module):
+    """One ``TemporalBlock`` per entry of ``channels``. Causal for ``norm`` layer/none at all times and for batch
+    norm in eval mode (in training, batch statistics mix time steps)."""
+
+    def __init__(self, in_shape: Sequence[int], channels: Sequence[int] = (32, 32, 32), kernel_size: int = 3,
+                 dropout: float = 0.1, activation: str = "relu", norm: str = "layer"):
+        super().__init__()
+        _, features = sequence_shape(in_shape, "tcn")
+        channels = layers.positive_ints(channels, "backbone.channels")
+        if layers.positive_int(kernel_size, "backbone.kernel_size") < 2:
+            raise ConfigError("backbone.kernel_size", "must be at least 2 for the dilations to matter", "2, 3, 5")
+        layers.check_dropout(dropout)
+        widths = [features, *channels]
+        self.net = nn.Sequential(*(TemporalBlock(widths[i], widths[i + 1], kernel_size, 2**i, dropout, norm, activation)
+                                   for i in range(len(channels))))
+        self.receptive_field = 1 + 2 * (kernel_size - 1) * (2 ** len(channels) - 1)
+        self.out_features = channels[-1]
+
+    def sequence(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-step features ``(N, C, steps)``: step t depends on inputs up to t only."""
+        return self.net(as_channels_first(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.sequence(x)[:, :, -1]

@@ -1,0 +1,52 @@
+"""Per-epoch reporting from a training job to its Optuna trial, and pruning.
+
+``optuna_integration.PyTorchLightningPruningCallback`` raises ``TrialPruned``
+inside ``fit``; labline's MLflow run would record that as FAILED. This callback
+asks the trainer to stop instead: the run ends FINISHED with a ``pruned`` tag,
+and the sweeper tells Optuna PRUNED.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as pl
+import mlflow
+
+
+class TrialReporter(pl.Callback):
+    def __init__(self, trial: Any, prune: bool, measure_complexity: bool):
+        self.trial = trial
+        self.prune = prune  # Optuna cannot prune multi-objective studies
+        self.measure_complexity = measure_complexity
+        self.epochs = 0
+        self.pruned_epoch: int | None = None
+        self.measured: dict[str, float] = {}
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        run = mlflow.active_run()
+        if run is not None:
+            self.trial.set_user_attr("mlflow_run_id", run.info.run_id)
+        if self.measure_complexity:
+            from labline.metrics.complexity import model_complexity
+
+            self.measured = {k: float(v) for k, v in model_complexity(pl_module, trainer.datamodule.input_shape).items()}
+            if run is not None:
+                mlflow.log_metrics({f"model/{k}": v for k, v in self.measured.items()})
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        value = trainer.callback_metrics.get(pl_module.monitor)
+        if value is None:
+            return
+        epoch = trainer.current_epoch
+        self.epochs = epoch + 1
+        if not self.prune:
+            return
+        self.trial.report(float(value), step=epoch)
+        if self.trial.should_prune():
+            self.pruned_epoch = epoch
+            trainer.should_stop = True
+            if mlflow.active_run() is not None:
+                mlflow.set_tags({"pruned": "true", "pruned_epoch": str(epoch)})

@@ -1,0 +1,224 @@
+"""The Optuna side of a sweep: sampler, pruner, storage, and a study shared safely by workers.
+
+Trials are asked and told by labline's own loop (not ``Study.optimize``), so
+that the check "does the study still need a trial?" and the ``ask`` happen under
+one lock: parallel workers then never overshoot ``n_trials``, and a re-run
+resumes to exactly ``n_trials`` finished trials.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import importlib.util
+import threading
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.exceptions import ExperimentalWarning
+from optuna.samplers import BaseSampler, GridSampler
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import FrozenTrial, TrialState
+
+from labline.errors import ConfigError
+from labline.paths import project_root
+from labline.sweep.space import SearchSpace
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+SAMPLERS = ("tpe", "random", "grid", "cmaes", "nsga2")
+PRUNERS = {
+    # A trial is judged from its third epoch on, once five trials have finished.
+    "median": (optuna.pruners.MedianPruner, {"n_startup_trials": 5, "n_warmup_steps": 2}),
+    "successive_halving": (optuna.pruners.SuccessiveHalvingPruner, {}),
+    "hyperband": (optuna.pruners.HyperbandPruner, {}),
+    "none": (optuna.pruners.NopPruner, {}),
+}
+
+
+class _AskTellGridSampler(GridSampler):
+    """GridSampler calls ``study.stop()`` once the grid is used up, which raises outside
+    ``Study.optimize``; the sweep loop already caps ``n_trials`` at the grid's size."""
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: Any) -> None:
+        return None
+
+
+def default_storage() -> str:
+    return f"sqlite:///{project_root() / 'optuna.db'}"
+
+
+def make_storage(url: str | None, heartbeat_interval: int, on_stale: Callable[[optuna.Study, FrozenTrial], None],
+                 create_tables: bool = True) -> BaseStorage:
+    """An RDB URL (SQLite by default) gets heartbeats so a killed trial is detected; anything else is a journal file."""
+    url = url or default_storage()
+    if "://" not in url:
+        path = Path(url) if Path(url).is_absolute() else project_root() / url
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path)))
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat_interval or None,
+                              heartbeat_stale_trial_callback=on_stale, skip_table_creation=not create_tables)
+    except (ImportError, ValueError) as exc:
+        raise ConfigError("hydra.sweeper.storage", f"cannot open {url}: {' '.join(str(exc).split())}",
+                          "sqlite:///path.db, postgresql://user@host/db, or a journal file path") from None
+
+
+def make_sampler(spec: dict[str, Any], space: SearchSpace, seed: int | None) -> BaseSampler:
+    """``seed`` is already made distinct per worker and per resume (see ``sampler_seed``)."""
+    kwargs = {k: v for k, v in spec.items() if k not in ("name", "seed")}
+    name = spec.get("name", "tpe")
+    if name not in SAMPLERS:
+        raise ConfigError("hydra.sweeper.sampler.name", f"unknown sampler '{name}'", SAMPLERS)
+    if name == "cmaes" and importlib.util.find_spec("cmaes") is None:
+        raise ConfigError("hydra.sweeper.sampler.name", "cmaes needs the `cmaes` package (pip install cmaes)", SAMPLERS)
+    classes = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
+               "cmaes": optuna.samplers.CmaEsSampler, "nsga2": optuna.samplers.NSGAIISampler}
+    try:
+        if name == "grid":
+            return _AskTellGridSampler(space.grid(), seed=seed, **kwargs)
+        return classes[name](seed=seed, **kwargs)
+    except TypeError as exc:
+        raise ConfigError("hydra.sweeper.sampler", f"{name}: {exc}") from None
+
+
+def make_pruner(spec: dict[str, Any]) -> optuna.pruners.BasePruner:
+    name = spec.get("name", "median")
+    if name not in PRUNERS:
+        raise ConfigError("hydra.sweeper.pruner.name", f"unknown pruner '{name}'", PRUNERS)
+    cls, defaults = PRUNERS[name]
+    try:
+        return cls(**{**defaults, **{k: v for k, v in spec.items() if k != "name"}})
+    except (TypeError, ValueError) as exc:
+        raise ConfigError("hydra.sweeper.pruner", f"{name}: {' '.join(str(exc).split())}") from None
+
+
+def sampler_seed(seed: int | None, trials_so_far: int, worker: int) -> int | None:
+    """Same seed, same study history, same worker -> same draws; a resumed study or a second
+    worker gets fresh ones instead of replaying the first trials' parameters."""
+    if seed is None:
+        return None
+    return int(np.random.SeedSequence([seed, trials_so_far, worker]).generate_state(1)[0])
+
+
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@dataclass
+class Budget:
+    """What the study still needs; ``None`` from ``next`` ends this worker's loop."""
+
+    n_trials: int
+    max_failures: int
+    session: str
+
+    def failures(self, trials: list[FrozenTrial]) -> int:
+        return sum(t.state == TrialState.FAIL and t.user_attrs.get("session") == self.session
+                   and "fail_reason" in t.user_attrs for t in trials)
+
+    def decide(self, trials: list[FrozenTrial]) -> str:
+        """``stop`` (budget spent or too many failures), ``wait`` (others' trials may still fill it) or ``ask``."""
+        finished = sum(t.state in FINISHED for t in trials)
+        running = sum(t.state == TrialState.RUNNING for t in trials)
+        if finished >= self.n_trials or self.failures(trials) >= self.max_failures:
+            return "stop"
+        return "wait" if finished + running >= self.n_trials else "ask"
+
+
+class SharedStudy:
+    """One Optuna study, opened by the sweep and by each worker process."""
+
+    def __init__(self, study: optuna.Study, storage: BaseStorage, lock_path: Path, heartbeat_interval: int):
+        self.study, self.storage, self.lock_path = study, storage, lock_path
+        self.heartbeats = isinstance(storage, RDBStorage) and heartbeat_interval > 0
+        self.heartbeat_interval = heartbeat_interval
+
+    @classmethod
+    def open(cls, name: str, storage: BaseStorage, directions: list[str], create: bool,
+             heartbeat_interval: int) -> SharedStudy:
+        lock = project_root() / ".labline" / "sweeps" / f"{name}.lock"
+        with file_lock(lock):
+            if create:
+                study = optuna.create_study(study_name=name, storage=storage, directions=directions, load_if_exists=True)
+            else:
+                study = optuna.load_study(study_name=name, storage=storage)
+        wanted = [optuna.study.StudyDirection[d.upper()] for d in directions]
+        if study.directions != wanted:
+            have = [d.name.lower() for d in study.directions]
+            raise ConfigError("hydra.sweeper.direction", f"study '{name}' already exists with direction {have}",
+                              "the same directions, or another hydra.sweeper.study_name")
+        return cls(study, storage, lock, heartbeat_interval)
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        with file_lock(self.lock_path):
+            yield
+
+    def trials(self) -> list[FrozenTrial]:
+        return self.study.get_trials(deepcopy=False)
+
+    def fail_stale(self) -> None:
+        """Trials whose process died (SIGKILL, power loss) stop counting as running."""
+        if self.heartbeats:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ExperimentalWarning)
+                optuna.storages.fail_stale_trials(self.study)
+
+    def fail_orphans(self, session: str, on_fail: Callable[[optuna.Study, FrozenTrial], None]) -> None:
+        """Without heartbeats (journal files), RUNNING trials of an earlier invocation are orphans
+        once a new one starts: one sweep command per journal-backed study at a time."""
+        if self.heartbeats:
+            return
+        with self.locked():
+            for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                if trial.user_attrs.get("session") != session:
+                    self.study.tell(trial.number, state=TrialState.FAIL)
+                    on_fail(self.study, trial)
+
+    def ask(self, space: SearchSpace, attrs: dict[str, Any]) -> optuna.Trial:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+            trial = self.study.ask(space.distributions)
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        return trial
+
+    @contextmanager
+    def heartbeat(self, trial: optuna.Trial) -> Iterator[None]:
+        """Record that the trial's process is alive until the block ends."""
+        if not self.heartbeats:
+            yield
+            return
+        stop = threading.Event()
+
+        def beat() -> None:
+            while True:
+                self.storage.record_heartbeat(trial._trial_id)
+                if stop.wait(self.heartbeat_interval):
+                    return
+
+        thread = threading.Thread(target=beat, name=f"heartbeat-trial-{trial.number}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()

@@ -1,0 +1,121 @@
+"""`labline ablate` and `labline report` for real in a project copy: 2 components x 2 seeds of a tiny MLP."""
+
+from __future__ import annotations
+
+import csv
+import math
+import statistics
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from project_copy import run_cli
+from scipy import stats
+
+pytestmark = pytest.mark.e2e
+
+VARIANTS = ["full", "no_dropout", "no_batch_norm"]
+
+
+def _client(project: Path) -> MlflowClient:
+    return MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+
+
+def _search(project: Path, query: str) -> list:
+    client = _client(project)
+    return client.search_runs([e.experiment_id for e in client.search_experiments()], query)
+
+
+def _csv(path: Path) -> list[dict[str, str]]:
+    with open(path) as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.fixture(scope="module")
+def study(project: Path) -> str:
+    result = run_cli(project, "labline", "ablate", "ablation=tiny", timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "6 runs planned, 0 already finished, 6 to run" in result.stdout
+    return result.stdout
+
+
+def test_table_has_one_row_per_variant_with_the_statistics_of_its_runs(project: Path, study: str) -> None:
+    folder = project / "reports" / "ablation" / "tiny"
+    rows = {r["variant"]: r for r in _csv(folder / "table.csv")}
+    runs = _csv(folder / "runs.csv")
+    assert list(rows) == VARIANTS and len(runs) == 6
+    value = {(r["variant"], r["seed"]): float(r["value"]) for r in runs}
+    for run in [r for r in _search(project, "tags.ablation = 'tiny'") if "ablation_variant" in r.data.tags]:
+        assert value[(run.data.tags["ablation_variant"], run.data.tags["seed"])] == run.data.metrics["test_accuracy"]
+    full = [value[("full", s)] for s in ("0", "1")]
+    for name in VARIANTS:
+        own = [value[(name, s)] for s in ("0", "1")]
+        row = rows[name]
+        assert int(row["n"]) == 2
+        assert float(row["mean"]) == pytest.approx(statistics.mean(own))
+        assert float(row["std"]) == pytest.approx(statistics.stdev(own))
+        if name == "full":
+            assert math.isnan(float(row["diff"])) and math.isnan(float(row["p_value"]))
+            continue
+        assert float(row["diff"]) == pytest.approx(statistics.mean(own) - statistics.mean(full))
+        diffs = [a - b for a, b in zip(own, full, strict=True)]
+        expected = math.nan if diffs[0] == diffs[1] else stats.ttest_rel(own, full).pvalue  # no spread: t undefined
+        got = float(row["p_value"])
+        assert (math.isnan(got) and math.isnan(expected)) or got == pytest.approx(expected)
+    components = _csv(folder / "components.csv")
+    assert sorted(c["component"] for c in components) == ["batch_norm", "dropout"]
+    drop = {c["component"]: float(c["effect"]) for c in components}
+    assert drop["dropout"] == pytest.approx(float(rows["full"]["mean"]) - float(rows["no_dropout"]["mean"]))
+    assert components[0]["rank"] == "1" and drop[components[0]["component"]] >= drop[components[1]["component"]]
+    text = (folder / "table.md").read_text()
+    assert "paired t-test (scipy.stats.ttest_rel)" in text and text in study
+    assert (folder / "bars.png").stat().st_size > 1000 and (folder / "metrics.json").exists()
+
+
+def test_every_run_nests_under_one_parent_that_holds_the_table(project: Path, study: str) -> None:
+    (parent,) = _search(project, "tags.role = 'ablation'")
+    assert parent.info.status == "FINISHED" and parent.data.tags["ablation"] == "tiny"
+    children = _search(project, f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert len(children) == 6 and all(c.info.status == "FINISHED" for c in children)
+    assert len({c.data.tags["config_hash"] for c in children}) == 6
+    assert sorted(c.data.tags["ablation_variant"] for c in children) == sorted(VARIANTS * 2)
+    artifacts = {a.path for a in _client(project).list_artifacts(parent.info.run_id, "ablation")}
+    assert {"ablation/table.md", "ablation/table.csv", "ablation/bars.png", "ablation/plan.json"} <= artifacts
+    assert parent.data.metrics["ablation/full/mean"] > 0.3
+
+
+def test_report_rebuilds_the_same_table_from_mlflow_alone(project: Path, study: str) -> None:
+    folder = project / "reports" / "ablation" / "tiny"
+    before = {name: (folder / name).read_text() for name in ("table.md", "table.csv", "components.csv", "runs.csv")}
+    for path in folder.iterdir():
+        path.unlink()
+    by_name = run_cli(project, "labline", "report", "ablation=tiny")
+    assert by_name.returncode == 0, by_name.stderr[-3000:]
+    assert {name: (folder / name).read_text() for name in before} == before
+    (parent,) = _search(project, "tags.role = 'ablation'")
+    by_id = run_cli(project, "labline", "report", f"parent={parent.info.run_id}")
+    assert by_id.returncode == 0 and before["table.md"] in by_id.stdout
+    assert len(_search(project, "tags.ablation = 'tiny'")) == 7, "report trains nothing"
+
+
+@pytest.mark.parametrize(("words", "needle"), [
+    (["ablation=tiny", "components=[nope]"], "'nope' is not a component"),
+    (["ablation=nope"], "is not an option of group 'ablation'"),
+    (["ablation=tiny", "components.dropout=[backbone.dropout=2]"], "variant no_dropout: backbone.dropout"),
+])
+def test_user_errors_exit_2_with_one_line_before_any_run(project: Path, study: str, words: list[str], needle: str) -> None:
+    before = len(_search(project, ""))
+    result = run_cli(project, "labline", "ablate", *words)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1 and needle in lines[0], result.stderr[-2000:]
+    assert len(_search(project, "")) == before
+
+
+def test_more_seeds_extend_the_study_and_only_train_the_new_runs(project: Path, study: str) -> None:
+    result = run_cli(project, "labline", "ablate", "ablation=tiny", "seeds=3", timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "9 runs planned, 6 already finished, 3 to run" in result.stdout
+    (parent,) = _search(project, "tags.role = 'ablation'")
+    assert len(_search(project, f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")) == 9
+    rows = _csv(project / "reports" / "ablation" / "tiny" / "table.csv")
+    assert [int(r["n"]) for r in rows] == [3, 3, 3]

@@ -1,0 +1,126 @@
+"""Samplers, pruners, storages and the shared-study budget, on real Optuna studies (no training)."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState, create_trial
+
+from labline.errors import ConfigError
+from labline.sweep.space import build_space
+from labline.sweep.study import Budget, SharedStudy, make_pruner, make_sampler, make_storage, sampler_seed
+
+SPACE = build_space({"optimizer": "choice(adam, sgd)", "optimizer.lr": "tag(log, interval(1e-4, 1e-1))"}, [])
+GRID = build_space({"optimizer": "choice(adam, sgd)", "data.batch_size": "32,64"}, [])
+
+
+def _ignore(study, trial) -> None:
+    return None
+
+
+@pytest.mark.parametrize(
+    ("name", "cls"),
+    [("tpe", optuna.samplers.TPESampler), ("random", optuna.samplers.RandomSampler),
+     ("nsga2", optuna.samplers.NSGAIISampler), ("grid", optuna.samplers.GridSampler)],
+)
+def test_samplers_by_name(name: str, cls) -> None:
+    assert isinstance(make_sampler({"name": name, "seed": 0}, GRID, seed=0), cls)
+
+
+def test_sampler_options_reach_optuna_and_mistakes_are_config_errors() -> None:
+    tpe = make_sampler({"name": "tpe", "n_startup_trials": 3}, SPACE, seed=1)
+    assert tpe._n_startup_trials == 3
+    with pytest.raises(ConfigError, match="hydra.sweeper.sampler.name: unknown sampler 'bayes'"):
+        make_sampler({"name": "bayes"}, SPACE, seed=0)
+    with pytest.raises(ConfigError, match="hydra.sweeper.sampler: random"):
+        make_sampler({"name": "random", "population_size": 4}, SPACE, seed=0)
+
+
+@pytest.mark.parametrize(
+    ("name", "cls"),
+    [("median", optuna.pruners.MedianPruner), ("successive_halving", optuna.pruners.SuccessiveHalvingPruner),
+     ("hyperband", optuna.pruners.HyperbandPruner), ("none", optuna.pruners.NopPruner)],
+)
+def test_pruners_by_name(name: str, cls) -> None:
+    assert isinstance(make_pruner({"name": name}), cls)
+
+
+def test_pruner_defaults_and_overrides() -> None:
+    median = make_pruner({"name": "median", "n_warmup_steps": 4})
+    assert median._n_startup_trials == 5 and median._n_warmup_steps == 4
+    with pytest.raises(ConfigError, match="hydra.sweeper.pruner.name"):
+        make_pruner({"name": "patience"})
+
+
+def test_seed_differs_per_worker_and_per_resume_but_is_reproducible() -> None:
+    seeds = {sampler_seed(0, trials, worker) for trials in (0, 3) for worker in (0, 1)}
+    assert len(seeds) == 4
+    assert sampler_seed(0, 3, 1) == sampler_seed(0, 3, 1)
+    assert sampler_seed(None, 3, 1) is None
+
+
+def _study(direction: str = "maximize", storage=None, name: str = "s") -> SharedStudy:
+    storage = storage or make_storage(None, heartbeat_interval=0, on_stale=_ignore)
+    return SharedStudy.open(name, storage, [direction], create=True, heartbeat_interval=0)
+
+
+def test_default_storage_is_sqlite_in_the_project_and_created_once(isolated_store) -> None:
+    first = _study()
+    first.study.tell(first.study.ask(SPACE.distributions), 0.5)
+    again = _study()
+    assert (isolated_store / "optuna.db").exists()
+    assert [t.state for t in again.trials()] == [TrialState.COMPLETE]
+
+
+def test_journal_file_storage(isolated_store) -> None:
+    shared = _study(storage=make_storage("studies/s.log", heartbeat_interval=10, on_stale=_ignore))
+    shared.study.tell(shared.study.ask(SPACE.distributions), 0.5)
+    assert (isolated_store / "studies" / "s.log").stat().st_size > 0
+    assert not shared.heartbeats
+
+
+def test_direction_of_an_existing_study_cannot_change() -> None:
+    _study("maximize")
+    with pytest.raises(ConfigError, match="already exists with direction"):
+        _study("minimize")
+
+
+def test_orphaned_running_trials_of_an_earlier_session_fail_without_heartbeats(isolated_store) -> None:
+    storage = make_storage(str(isolated_store / "j.log"), heartbeat_interval=0, on_stale=_ignore)
+    shared = _study(storage=storage)
+    shared.ask(SPACE, {"session": "old"})
+    shared.ask(SPACE, {"session": "new"})
+    failed = []
+    shared.fail_orphans("new", lambda study, trial: failed.append(trial.number))
+    assert [t.state for t in shared.trials()] == [TrialState.FAIL, TrialState.RUNNING]
+    assert failed == [0]
+
+
+def _trial(state: TrialState, **attrs):
+    value = 0.5 if state == TrialState.COMPLETE else None
+    return create_trial(state=state, value=value, params={"x": 0.5}, distributions={"x": FloatDistribution(0, 1)},
+                        user_attrs=attrs)
+
+
+def test_budget_counts_finished_trials_waits_for_running_ones_and_limits_failures() -> None:
+    budget = Budget(n_trials=3, max_failures=2, session="s")
+    done = [_trial(TrialState.COMPLETE), _trial(TrialState.PRUNED)]
+    assert budget.decide(done) == "ask"
+    assert budget.decide([*done, _trial(TrialState.RUNNING)]) == "wait"
+    assert budget.decide([*done, _trial(TrialState.COMPLETE)]) == "stop"
+    failures = [_trial(TrialState.FAIL, session="s", fail_reason="boom")] * 2
+    assert budget.decide([*done, *failures]) == "stop"
+    earlier = [_trial(TrialState.FAIL, session="old", fail_reason="boom")] * 2 + [_trial(TrialState.FAIL, session="s")]
+    assert budget.decide([*done, *earlier]) == "ask", "earlier runs' failures and interrupted trials do not count"
+
+
+def test_grid_sampler_can_be_told_its_last_point_outside_optimize() -> None:
+    shared = _study()
+    shared.study.sampler = make_sampler({"name": "grid"}, GRID, seed=0)
+    seen = set()
+    for _ in range(4):
+        trial = shared.study.ask(GRID.distributions)
+        seen.add(tuple(sorted(trial.params.items())))
+        shared.study.tell(trial, 1.0)
+    assert len(seen) == 4
