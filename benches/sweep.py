@@ -50,7 +50,7 @@ def run_variant(name: str, extra: list[str], args: argparse.Namespace, workdir: 
             "epochs": sum(t.user_attrs.get("epochs", 0) for t in trials), "best": study.best_value, "wall": wall}
 
 
-def table(rows: list[dict], args: argparse.Namespace) -> str:
+def table(rows: list[dict]) -> str:
     baseline = next(r for r in rows if r["variant"] == BASELINE)["epochs"]
     lines = ["| variant | trials complete / pruned | epochs trained | vs unpruned TPE | best val acc | wall s |",
              "| --- | --- | --- | --- | --- | --- |"]
@@ -68,8 +68,8 @@ def record(path: Path, body: str) -> None:
     section = f"{SECTION}\n\n{body}\n"
     if SECTION in text:
         before, rest = text.split(SECTION, 1)
-        after = rest[rest.find("\n## "):] if "\n## " in rest else ""
-        text = before + section + after.lstrip("\n").join(["\n", ""]) if after else before + section
+        following = rest.find("\n## ")
+        text = before + section + (rest[following:] if following >= 0 else "")
     else:
         text = text.rstrip() + "\n\n" + section
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -88,7 +88,7 @@ def main() -> None:
         for name, extra in VARIANTS.items():
             rows.append(run_variant(name, extra, args, Path(tmp)))
             print(rows[-1], flush=True)
-    result = table(rows, args)
+    result = table(rows)
     print(result)
     body = (f"Search space of `conf/hparams_search/digits_cnn.yaml` (optimizer, log lr, log weight decay, dropout, batch\n"
             f"size) on the digits hold-out split; {args.trials} trials of at most {args.epochs} epochs each (early\n"

@@ -31,10 +31,12 @@ def test_samplers_by_name(name: str, cls) -> None:
 def test_sampler_options_reach_optuna_and_mistakes_are_config_errors() -> None:
     tpe = make_sampler({"name": "tpe", "n_startup_trials": 3}, SPACE, seed=1)
     assert tpe._n_startup_trials == 3
+    # a preset's NSGA-II option does not block switching to random search on the command line
+    assert isinstance(make_sampler({"name": "random", "population_size": 4}, SPACE, seed=0), optuna.samplers.RandomSampler)
     with pytest.raises(ConfigError, match="hydra.sweeper.sampler.name: unknown sampler 'bayes'"):
         make_sampler({"name": "bayes"}, SPACE, seed=0)
-    with pytest.raises(ConfigError, match="hydra.sweeper.sampler: random"):
-        make_sampler({"name": "random", "population_size": 4}, SPACE, seed=0)
+    with pytest.raises(ConfigError, match="hydra.sweeper.sampler.n_startup: no sampler takes this option"):
+        make_sampler({"name": "tpe", "n_startup": 3}, SPACE, seed=0)
 
 
 @pytest.mark.parametrize(
@@ -49,8 +51,12 @@ def test_pruners_by_name(name: str, cls) -> None:
 def test_pruner_defaults_and_overrides() -> None:
     median = make_pruner({"name": "median", "n_warmup_steps": 4})
     assert median._n_startup_trials == 5 and median._n_warmup_steps == 4
+    hyperband = make_pruner({"name": "hyperband", "n_warmup_steps": 4, "reduction_factor": 2})
+    assert hyperband._reduction_factor == 2
     with pytest.raises(ConfigError, match="hydra.sweeper.pruner.name"):
         make_pruner({"name": "patience"})
+    with pytest.raises(ConfigError, match="hydra.sweeper.pruner.warmup"):
+        make_pruner({"name": "median", "warmup": 4})
 
 
 def test_seed_differs_per_worker_and_per_resume_but_is_reproducible() -> None:

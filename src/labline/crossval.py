@@ -14,20 +14,19 @@ folds that already finished.
 from __future__ import annotations
 
 import math
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
 from labline import report
-from labline.ablation.runs import ParentRun, parent_run, run_value
+from labline.ablation.runs import ParentRun, check_build, parent_run, run_value
 from labline.ablation.stats import mean_std
 from labline.config import to_plain
 from labline.data.files import write_json
 from labline.data.stages import fold_count, with_fold
 from labline.errors import ConfigError
-from labline.training import config_hash, default_run_name, prepare_run, train_and_test
+from labline.training import config_hash, default_run_name, train_and_test
 
 
 def refit_config(cfg: DictConfig, epochs: int) -> DictConfig:
@@ -88,8 +87,7 @@ def cross_validate(cfg: DictConfig, out_dir: Path, root: Path) -> dict[str, Any]
     folds = [with_fold(cfg, i) for i in range(n)]
     if refit:
         refit_config(cfg, 1)  # a scheduler that cannot refit is reported before any fold trains
-    with tempfile.TemporaryDirectory() as tmp:
-        prepare_run(folds[0], Path(tmp), root)  # user errors (a bad value) before any MLflow run exists
+    check_build(folds[0], root)
     config = to_plain(cfg)
     name = f"{default_run_name(cfg)}-{cfg.split.get('name', 'cv')}{n}"
     tags = {"role": "crossval", "config_hash": config_hash(config)}

@@ -15,11 +15,17 @@ _DVC_TEMP_MARKER = os.sep + os.path.join(".dvc", "tmp", "exps") + os.sep
 
 
 def workspace_root(start: Path | None = None) -> Path:
-    """The folder holding ``dvc.yaml`` (or ``conf/``) at or above ``start``."""
+    """The project folder at or above ``start``: the one holding ``conf/train.yaml``.
+
+    Pipelines under ``pipelines/<name>/`` have their own ``dvc.yaml`` but share the
+    project's ``conf/``, data and store, so ``conf/`` decides; ``dvc.yaml`` alone is
+    the fallback for a project without a conf/ folder.
+    """
     here = (start or Path.cwd()).resolve()
-    for candidate in (here, *here.parents):
-        if (candidate / "dvc.yaml").exists() or (candidate / "conf" / "train.yaml").exists():
-            return candidate
+    for marker in (Path("conf") / "train.yaml", Path("dvc.yaml")):
+        for candidate in (here, *here.parents):
+            if (candidate / marker).exists():
+                return candidate
     return here
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from labline import plots, report, resume
 from labline.building import build
@@ -93,8 +93,11 @@ def prepare_run(cfg: DictConfig, out_dir: Path, root: Path, extra_callbacks: Seq
         value, least = cfg.data.get(key), 1 if key == "batch_size" else 0
         if not isinstance(value, int) or value < least:
             raise ConfigError(f"data.{key}", f"must be an integer >= {least}, got {value!r}")
-    dm = ArrayDataModule(data, batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers, seed=cfg.seed,
-                         augment=build(cfg.augment, "augment") if "_target_" in (cfg.get("augment") or {}) else None)
+    # A task may bring its own datamodule (episodes, bags, paired views) over the same processed data.
+    module_node = cfg.task.get("datamodule") or OmegaConf.create({"_target_": "labline.data.datamodule.ArrayDataModule"})
+    augment = build(cfg.augment, "augment") if "_target_" in (cfg.get("augment") or {}) else None
+    dm = build(module_node, "task.datamodule", _partial_=True)(
+        data=data, batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers, seed=cfg.seed, augment=augment)
     task = build_task(cfg, dm.input_shape, dm.num_classes, config)
     tracker = build(cfg.logger, "logger")
     curves = EpochCurves(out_dir / "curves.csv", tracker, monitor=task.monitor, mode=task.monitor_mode)
@@ -154,27 +157,37 @@ def fit(run: PreparedRun, resume_from: Path | None = None) -> Path:
 
 
 def test(run: PreparedRun, checkpoint: Path, reports: Path) -> dict[str, float]:
-    """Evaluate the checkpoint on the test split once; write metrics, confusion matrix and predictions."""
+    """Evaluate the checkpoint on the test split once; write metrics (and what the task adds) to reports/ and MLflow."""
     results = run.trainer.test(run.task, datamodule=run.datamodule, ckpt_path=str(checkpoint), verbose=False)[0]
     metrics = {METRIC_NAMES.get(k, k.replace("/", "_")): float(v) for k, v in results.items()}
-    probs = torch.cat(run.task.test_probs).numpy()
-    targets = torch.cat(run.task.test_targets).numpy()
+    write_json(metrics, reports / "metrics.json")
+    run.tracker.log_metrics(metrics)
+    if getattr(run.task, "test_probs", None):
+        _classification_reports(run, reports)
+    # Tasks with outputs of their own (attention maps, episode accuracies, ...) return files to keep.
+    for path in getattr(run.task, "test_artifacts", lambda folder: [])(reports):
+        run.tracker.log_artifact(Path(path), "test")
+    return metrics
+
+
+def _classification_reports(run: PreparedRun, reports: Path) -> None:
+    """Confusion matrix (JSON, PNG), per-sample predictions for ``dvc plots``, probabilities for ensembles."""
     from sklearn.metrics import confusion_matrix
 
+    probs = torch.cat(run.task.test_probs).numpy()
+    targets = torch.cat(run.task.test_targets).numpy()
     predicted = probs.argmax(1)
-    matrix = confusion_matrix(targets, predicted, labels=list(range(len(run.data.classes))))
-    write_json(metrics, reports / "metrics.json")
-    write_json({"classes": run.data.classes, "matrix": matrix.tolist()}, reports / "confusion_matrix.json")
-    cm_png = plots.confusion_matrix(matrix, run.data.classes, reports / "confusion_matrix.png")
-    rows = [{"actual": run.data.classes[a], "predicted": run.data.classes[p]} for a, p in zip(targets, predicted, strict=True)]
+    classes = run.data.classes
+    matrix = confusion_matrix(targets, predicted, labels=list(range(len(classes))))
+    write_json({"classes": classes, "matrix": matrix.tolist()}, reports / "confusion_matrix.json")
+    cm_png = plots.confusion_matrix(matrix, classes, reports / "confusion_matrix.png")
+    rows = [{"actual": classes[a], "predicted": classes[p]} for a, p in zip(targets, predicted, strict=True)]
     write_json(rows, reports / "predictions.json")
-    run.tracker.log_metrics(metrics)
     run.tracker.log_artifact(cm_png, "plots")
-    run.tracker.log_dict({"classes": run.data.classes, "matrix": matrix.tolist()}, "confusion_matrix.json")
+    run.tracker.log_dict({"classes": classes, "matrix": matrix.tolist()}, "confusion_matrix.json")
     with tempfile.TemporaryDirectory() as tmp:
         np.savez(Path(tmp) / "test.npz", probs=probs, targets=targets, index=run.data.parts["test"])
         run.tracker.log_artifact(Path(tmp) / "test.npz", "predictions")
-    return metrics
 
 
 def train_and_test(cfg: DictConfig, out_dir: Path, root: Path, do_test: bool | None = None,
@@ -219,7 +232,10 @@ def train_and_test(cfg: DictConfig, out_dir: Path, root: Path, do_test: bool | N
 
 
 def train_job(cfg: DictConfig, out_dir: Path, root: Path) -> dict[str, Any]:
-    """What one ``labline train`` job runs (each job of a ``-m`` sweep too)."""
+    """What one ``labline train`` job runs (each job of a ``-m`` sweep too).
+
+    A task whose config names a ``runner`` (e.g. scikit-learn baselines, which are not
+    Lightning modules) is run by that function with the same arguments."""
     from labline.data.stages import is_resampling
     from labline.sweep.context import trial_hooks
 
@@ -227,5 +243,9 @@ def train_job(cfg: DictConfig, out_dir: Path, root: Path) -> dict[str, Any]:
         from labline.crossval import cross_validate
 
         return cross_validate(cfg, out_dir, root)
+    if cfg.task.get("runner"):
+        from hydra.utils import get_object
+
+        return get_object(cfg.task.runner)(cfg, out_dir, root)
     callbacks, tags = trial_hooks()  # an Optuna trial's reporting/pruning callback and tags; none outside a sweep
     return train_and_test(cfg, out_dir, root, extra_callbacks=callbacks, tags=tags)

@@ -16,7 +16,6 @@ import math
 import multiprocessing
 import os
 import re
-import tempfile
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from labline import report
-from labline.ablation.runs import ParentRun, parent_run
+from labline.ablation.runs import ParentRun, check_build, parent_run
 from labline.ablation.spec import FULL, AblationSpec, Variant
 from labline.ablation.table import PLAN, AblationTable, from_mlflow, markdown, write
 from labline.config import compose_config, to_plain
@@ -92,18 +91,15 @@ def plan(spec: AblationSpec, root: Path) -> tuple[DictConfig, list[PlannedRun]]:
 
 
 def check_runs(runs: list[PlannedRun], root: Path) -> None:
-    """Build each variant once (data, model, optimizer, trainer) so a bad value fails before the parent opens."""
-    from labline.training import prepare_run
-
-    first = {}
+    """Build each variant once, so a bad value fails before the parent opens."""
+    first: dict[str, PlannedRun] = {}
     for run in runs:
         first.setdefault(run.variant, run)
     for run in first.values():
-        with tempfile.TemporaryDirectory() as tmp:
-            try:
-                prepare_run(run.cfg, Path(tmp), root)
-            except ConfigError as err:
-                raise ConfigError(f"variant {run.variant}: {err.key}", err.problem, err.valid) from None
+        try:
+            check_build(run.cfg, root)
+        except ConfigError as err:
+            raise ConfigError(f"variant {run.variant}: {err.key}", err.problem, err.valid) from None
 
 
 def plan_record(spec: AblationSpec, runs: list[PlannedRun], n_folds: int | None) -> dict[str, Any]:

@@ -10,7 +10,9 @@ already FINISHED, matched by their ``config_hash`` tag.
 
 from __future__ import annotations
 
+import logging
 import os
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -91,6 +93,21 @@ class ParentRun:
         for run in self.children():
             if run.info.status == "RUNNING" and run.data.tags.get("config_hash") in done:
                 self.client.set_terminated(run.info.run_id, status="KILLED")
+
+
+def check_build(cfg: DictConfig, root: Path) -> None:
+    """Build a run's parts (data, model, optimizer, trainer) without training, so a value a builder rejects is
+    reported before any MLflow run exists. Lightning's start-up notices are silenced: nothing trains here."""
+    from labline.training import prepare_run
+
+    logger = logging.getLogger("lightning.pytorch")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            prepare_run(cfg, Path(tmp), root)
+    finally:
+        logger.setLevel(level)
 
 
 def _outer_parent() -> str | None:

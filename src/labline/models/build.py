@@ -12,7 +12,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from labline.building import accepts, build
@@ -45,13 +45,20 @@ def build_backbone(node: DictConfig, in_shape: Sequence[int]) -> tuple[nn.Module
     return backbone, int(width)
 
 
+# Keys of the task config that labline reads itself (never passed to the task class):
+# ``datamodule`` (the task's own datamodule over the processed data) and ``runner``
+# (a function that runs a non-Lightning task, such as a scikit-learn baseline).
+TASK_KEYS = ("datamodule", "runner")
+
+
 def build_task(cfg: DictConfig, in_shape: Sequence[int], num_classes: int, plain_cfg: dict[str, Any]) -> pl.LightningModule:
     backbone, width = build_backbone(cfg.backbone, in_shape)
     head = build(cfg.head, "head", in_features=width, num_classes=num_classes)
     loss = build(cfg.loss, "loss")
     optimizer = build(cfg.optimizer, "optimizer")
     scheduler = build(cfg.scheduler, "scheduler") if "_target_" in cfg.scheduler else None
-    task = build(cfg.task, "task", _partial_=True)
+    task_node = OmegaConf.masked_copy(cfg.task, [k for k in cfg.task if k not in TASK_KEYS])
+    task = build(task_node, "task", _partial_=True)
     module = task(backbone=backbone, head=head, loss=loss, optimizer=optimizer, scheduler=scheduler,
                   num_classes=num_classes, config=plain_cfg)
     _check_optimizer(module)

@@ -24,6 +24,8 @@ from optuna.exceptions import ExperimentalWarning  # noqa: E402
 
 def study_plots(study: optuna.Study, objectives: list[str], out_dir: Path) -> tuple[list[Path], dict[str, str]]:
     """``(written files, {plot: why it was skipped})``."""
+    if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        return [], {"all plots": "no trial completed"}
     single = len(study.directions) == 1
     target: dict[str, Any] = {"target_name": objectives[0]}
     if not single:
@@ -42,6 +44,7 @@ def study_plots(study: optuna.Study, objectives: list[str], out_dir: Path) -> tu
     for name, make in makers.items():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ExperimentalWarning)
+            warnings.simplefilter("ignore", UserWarning)  # matplotlib's remarks on degenerate axes
             try:
                 axes = make()
             except (ValueError, RuntimeError, ZeroDivisionError) as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import importlib.util
+import inspect
 import threading
 import warnings
 from collections.abc import Callable, Iterator
@@ -31,14 +32,10 @@ from labline.paths import project_root
 from labline.sweep.space import SearchSpace
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-SAMPLERS = ("tpe", "random", "grid", "cmaes", "nsga2")
-PRUNERS = {
-    # A trial is judged from its third epoch on, once five trials have finished.
-    "median": (optuna.pruners.MedianPruner, {"n_startup_trials": 5, "n_warmup_steps": 2}),
-    "successive_halving": (optuna.pruners.SuccessiveHalvingPruner, {}),
-    "hyperband": (optuna.pruners.HyperbandPruner, {}),
-    "none": (optuna.pruners.NopPruner, {}),
-}
+PRUNERS: dict[str, type] = {"median": optuna.pruners.MedianPruner, "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
+                            "hyperband": optuna.pruners.HyperbandPruner, "none": optuna.pruners.NopPruner}
+# A trial is judged from its third epoch on, once five trials have finished.
+PRUNER_DEFAULTS = {"median": {"n_startup_trials": 5, "n_warmup_steps": 2}}
 
 
 class _AskTellGridSampler(GridSampler):
@@ -48,6 +45,10 @@ class _AskTellGridSampler(GridSampler):
     def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: Any) -> None:
         return None
 
+
+SAMPLERS: dict[str, type] = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
+                             "grid": _AskTellGridSampler, "cmaes": optuna.samplers.CmaEsSampler,
+                             "nsga2": optuna.samplers.NSGAIISampler}
 
 def default_storage() -> str:
     return f"sqlite:///{project_root() / 'optuna.db'}"
@@ -74,31 +75,44 @@ def make_storage(url: str | None, heartbeat_interval: int, on_stale: Callable[[o
                           "sqlite:///path.db, postgresql://user@host/db, or a journal file path") from None
 
 
+def _options(spec: dict[str, Any], chosen: type, family: dict[str, type], key: str) -> dict[str, Any]:
+    """The keys of ``spec`` that ``chosen`` accepts. Keys meant for another member of the family are
+    dropped, so a preset's ``population_size`` does not block ``sampler.name=random`` on the command
+    line; a key no member accepts is a typo."""
+    def accepted(cls: type) -> set[str]:
+        return set(inspect.signature(cls).parameters)
+
+    known = set().union(*(accepted(cls) for cls in family.values()))
+    unknown = sorted(set(spec) - known - {"name"})
+    if unknown:
+        raise ConfigError(f"{key}.{unknown[0]}", f"no {key.rsplit('.', 1)[-1]} takes this option",
+                          sorted(accepted(chosen) - {"seed", "search_space"}))
+    return {k: v for k, v in spec.items() if k in accepted(chosen) and k != "seed"}
+
+
 def make_sampler(spec: dict[str, Any], space: SearchSpace, seed: int | None) -> BaseSampler:
     """``seed`` is already made distinct per worker and per resume (see ``sampler_seed``)."""
-    kwargs = {k: v for k, v in spec.items() if k not in ("name", "seed")}
     name = spec.get("name", "tpe")
     if name not in SAMPLERS:
         raise ConfigError("hydra.sweeper.sampler.name", f"unknown sampler '{name}'", SAMPLERS)
     if name == "cmaes" and importlib.util.find_spec("cmaes") is None:
         raise ConfigError("hydra.sweeper.sampler.name", "cmaes needs the `cmaes` package (pip install cmaes)", SAMPLERS)
-    classes = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
-               "cmaes": optuna.samplers.CmaEsSampler, "nsga2": optuna.samplers.NSGAIISampler}
+    options = _options(spec, SAMPLERS[name], SAMPLERS, "hydra.sweeper.sampler")
     try:
         if name == "grid":
-            return _AskTellGridSampler(space.grid(), seed=seed, **kwargs)
-        return classes[name](seed=seed, **kwargs)
-    except TypeError as exc:
-        raise ConfigError("hydra.sweeper.sampler", f"{name}: {exc}") from None
+            return _AskTellGridSampler(space.grid(), seed=seed, **options)
+        return SAMPLERS[name](seed=seed, **options)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError("hydra.sweeper.sampler", f"{name}: {' '.join(str(exc).split())}") from None
 
 
 def make_pruner(spec: dict[str, Any]) -> optuna.pruners.BasePruner:
     name = spec.get("name", "median")
     if name not in PRUNERS:
         raise ConfigError("hydra.sweeper.pruner.name", f"unknown pruner '{name}'", PRUNERS)
-    cls, defaults = PRUNERS[name]
+    options = {**PRUNER_DEFAULTS.get(name, {}), **_options(spec, PRUNERS[name], PRUNERS, "hydra.sweeper.pruner")}
     try:
-        return cls(**{**defaults, **{k: v for k, v in spec.items() if k != "name"}})
+        return PRUNERS[name](**options)
     except (TypeError, ValueError) as exc:
         raise ConfigError("hydra.sweeper.pruner", f"{name}: {' '.join(str(exc).split())}") from None
 

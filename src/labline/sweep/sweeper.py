@@ -39,7 +39,6 @@ from labline.sweep.plots import study_plots
 from labline.sweep.settings import SweeperSettings, as_list
 from labline.sweep.space import SYNTAX, SearchSpace, build_space
 from labline.sweep.study import (
-    PRUNERS,
     Budget,
     SharedStudy,
     default_storage,
@@ -120,8 +119,6 @@ class OptunaSweep:
         for key in ("n_trials", "n_jobs", "max_failures"):
             if not isinstance(getattr(s, key), int) or getattr(s, key) < 1:
                 raise ConfigError(f"hydra.sweeper.{key}", f"must be a positive integer, got {getattr(s, key)!r}")
-        if s.pruner.get("name", "median") not in PRUNERS:
-            raise ConfigError("hydra.sweeper.pruner.name", f"unknown pruner '{s.pruner.get('name')}'", PRUNERS)
         space = build_space(s.params or {}, arguments, OverridesParser.create(config_loader=self.hydra_context.config_loader))
         if not space.distributions:
             raise ConfigError("hydra.sweeper.params", "no parameter to search: give at least one sweep", SYNTAX)
@@ -271,6 +268,9 @@ class OptunaSweep:
             print(f"best trial {best[0].number}: {values} {best[0].params}")
             print(f"best configuration: {path}\n  run it: labline train experiment={path.stem}")
         print(f"plots: {sweep_dir / 'plots'}; dashboard: optuna-dashboard {_public_url(plan.storage)}")
+        budget = Budget(plan.n_trials, self.settings.max_failures, plan.session)
+        if budget.failures(study.get_trials(deepcopy=False)) >= budget.max_failures:
+            sys.exit(1)  # the study stopped short of n_trials: scripts and CI must notice
         return summary
 
     def _write_best(self, plan: Plan, trial: FrozenTrial) -> Path:
