@@ -21,11 +21,13 @@ import optuna
 from optuna.trial import TrialState
 
 ROOT = Path(__file__).resolve().parents[1]
+# New keys of hydra.sweeper.sampler / pruner need Hydra's `+` (the sweeper config is a structured config).
 VARIANTS = {
     "TPE + median pruning": ["hydra.sweeper.pruner.name=median"],
-    "TPE + hyperband pruning": ["hydra.sweeper.pruner={name: hyperband, min_resource: 1, reduction_factor: 3}"],
-    "TPE, no pruning": ["hydra.sweeper.pruner={name: none}"],
-    "random search, no pruning": ["hydra.sweeper.sampler.name=random", "hydra.sweeper.pruner={name: none}"],
+    "TPE + hyperband pruning": ["hydra.sweeper.pruner.name=hyperband", "+hydra.sweeper.pruner.min_resource=1",
+                                "+hydra.sweeper.pruner.reduction_factor=3"],
+    "TPE, no pruning": ["hydra.sweeper.pruner.name=none"],
+    "random search, no pruning": ["hydra.sweeper.sampler.name=random", "hydra.sweeper.pruner.name=none"],
 }
 BASELINE = "TPE, no pruning"
 

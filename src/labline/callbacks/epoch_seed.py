@@ -2,8 +2,9 @@
 
 A run resumed from a checkpoint at epoch k then draws the same dropout masks
 and augmentations for epoch k+1 as the uninterrupted run did, and ends with
-identical metrics on CPU. (Shuffling is seeded per epoch by the datamodule's
-sampler through ``set_epoch``.)
+identical metrics on CPU. Shuffling is seeded per epoch by the datamodule's
+sampler (Lightning calls its ``set_epoch``), augmentation through the
+datamodule's ``set_epoch``, called here.
 """
 
 from __future__ import annotations
@@ -23,3 +24,6 @@ class EpochSeed(pl.Callback):
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         pl.seed_everything(epoch_seed(self.seed, trainer.current_epoch), workers=True, verbose=False)
+        set_epoch = getattr(trainer.datamodule, "set_epoch", None)
+        if set_epoch is not None:
+            set_epoch(trainer.current_epoch)

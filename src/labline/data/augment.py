@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
+from labline.callbacks.epoch_seed import epoch_seed
 from labline.errors import ConfigError
 
 GRID_PADDING = ("border", "zeros", "reflection")
@@ -40,7 +41,12 @@ class Augmentation:
         if not 0.0 <= p <= 1.0:
             raise ConfigError("augment.p", f"must be a probability in [0, 1], got {p}")
         self.p = p
+        self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Restart the stream at (seed, epoch): a resumed run draws what the uninterrupted one drew."""
+        self.generator.manual_seed(epoch_seed(self.seed, epoch))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.transform(x, self.generator)

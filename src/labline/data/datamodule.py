@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from labline.data.samplers import EpochShuffle
 from labline.data.stages import ProcessedData
 from labline.errors import ConfigError
 
@@ -42,6 +43,7 @@ class ArrayDataModule(pl.LightningDataModule):
             for part, idx in data.parts.items()
         }
         self.augment = augment
+        self.shuffler: EpochShuffle | None = None
         if augment is not None:
             self._check_augment(augment)
 
@@ -77,9 +79,23 @@ class ArrayDataModule(pl.LightningDataModule):
         return len(self.data.classes)
 
     def _loader(self, part: str, shuffle: bool) -> DataLoader:
-        gen = torch.Generator().manual_seed(self.seed) if shuffle else None
-        return DataLoader(self.sets[part], batch_size=self.batch_size, shuffle=shuffle, generator=gen,
+        sampler = EpochShuffle(len(self.sets[part]), self.seed) if shuffle else None
+        if shuffle:
+            self.shuffler = sampler
+        # A loader without a generator draws its workers' base seed from the global RNG each time an
+        # iterator starts; on resume that happens at another moment and would shift every dropout mask.
+        return DataLoader(self.sets[part], batch_size=self.batch_size, sampler=sampler,
+                          generator=torch.Generator().manual_seed(self.seed),
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called at every training epoch start (EpochSeed) so shuffling and augmentation depend on (seed, epoch)
+        only. Lightning's own ``sampler.set_epoch`` counts *processed* epochs, which lags by one after a resume
+        from an end-of-epoch checkpoint; this call comes later and wins."""
+        if self.shuffler is not None:
+            self.shuffler.set_epoch(epoch)
+        if self.augment is not None and hasattr(self.augment, "set_epoch"):
+            self.augment.set_epoch(epoch)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

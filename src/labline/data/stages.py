@@ -117,12 +117,13 @@ def _check_parts(parts: dict[str, np.ndarray], y: np.ndarray, where: str, every_
 def all_folds(cfg: DictConfig, y: np.ndarray) -> list[dict[str, np.ndarray]]:
     """Every fold of the split (one for a hold-out), checked: no empty part, every class trained on and tested.
 
-    A fold's validation part may lack classes (leave-one-out validates on one sample); a hold-out's may not.
+    A fold's validation part may lack classes (leave-one-out validates on one sample); a hold-out's may not,
+    unless its YAML says ``disjoint_classes: true`` (few-shot: each class lies in exactly one part).
     """
     node = OmegaConf.create({k: v for k, v in _plain(cfg.split).items() if k not in FOLD_KEYS})
     result = build(node, "split", y=y)
     if not isinstance(result, list):
-        _check_parts(result, y, "", files.SPLIT_PARTS)
+        _check_parts(result, y, "", () if cfg.split.get("disjoint_classes") else files.SPLIT_PARTS)
         return [result]
     for i, parts in enumerate(result):
         _check_parts(parts, y, f" of fold {i}", ("train", "test"))

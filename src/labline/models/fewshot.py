@@ -1,0 +1,229 @@
+"""Few-shot learning tasks: classify queries among ``way`` classes never seen in training, from ``shot`` examples each.
+
+Three methods over any backbone, all evaluated the same way: on the episodes of
+``labline.data.episodes`` (validation classes to pick the checkpoint, novel
+classes at test), reporting the mean accuracy over the test episodes with its
+95% confidence interval and writing every episode's accuracy to an artifact.
+
+- ``PrototypicalNetwork`` (Snell et al. 2017): a class is the mean of its support
+  embeddings; queries are scored by negative squared Euclidean distance or by
+  scaled cosine similarity to each prototype; trained episodically.
+- ``RelationNetwork`` (Sung et al. 2018): a learned MLP scores each (prototype,
+  query) pair in [0, 1]; trained episodically (the paper uses MSE against one-hot
+  targets: ``loss=mse``). Backbones here end in a pooled vector, so the relation
+  module compares vectors, not feature maps.
+- ``FineTuneBaseline`` (Chen et al. 2019, "A Closer Look at Few-shot Classification"):
+  supervised pretraining of backbone + head on all base classes; for each
+  evaluation episode the head is discarded and a new logistic regression is fitted
+  on the support set's frozen features.
+
+Prototypical and relation networks take no ``head``: their embedding is the backbone's output.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from labline import labels
+from labline.data.episodes import Episode
+from labline.data.files import write_json
+from labline.errors import ConfigError
+from labline.metrics.similarity import cosine_similarity
+from labline.models import layers
+from labline.models.heads.mlp import mlp
+from labline.optim import configure_optimization
+
+DISTANCES = ("euclidean", "cosine")
+EPISODES_FILE = "fewshot_episodes.json"
+
+
+def prototypes(embeddings: torch.Tensor, targets: torch.Tensor, way: int) -> torch.Tensor:
+    """``(way, D)`` class means of the support embeddings (a one-hot matmul: deterministic on every device)."""
+    onehot = labels.onehot(targets, way).to(embeddings.dtype)
+    return onehot.T @ embeddings / onehot.sum(0)[:, None]
+
+
+def prototype_logits(queries: torch.Tensor, protos: torch.Tensor, distance: str, scale: float = 1.0) -> torch.Tensor:
+    """``(Q, way)`` scores: ``-||q - p||^2`` (the paper's squared Euclidean) or ``scale * cos(q, p)``.
+
+    Cosines lie in [-1, 1], too flat for a softmax to become confident; ``scale`` sharpens them.
+    """
+    if distance == "euclidean":
+        return -((queries[:, None, :] - protos[None, :, :]) ** 2).sum(-1)
+    return scale * cosine_similarity(queries, protos).to(queries.dtype)
+
+
+def ci95(accuracies: Sequence[float]) -> float:
+    """Half-width of the 95% confidence interval of the mean: ``1.96 * std / sqrt(n)`` (population std, as in
+    the few-shot literature's evaluation code)."""
+    values = np.asarray(accuracies, dtype=np.float64)
+    return float(1.96 * values.std() / math.sqrt(len(values)))
+
+
+class EpisodicTask(pl.LightningModule):
+    """What every few-shot method shares: episode scoring at validation and test, the confidence interval,
+    the per-episode artifact and the optimizer. A method defines ``scores`` (``(Q, way)``, higher is more
+    likely) and may redefine ``score_loss`` and ``training_step``.
+
+    Hyperparameters hold the resolved config and the method's options, never modules, so checkpoints load
+    with ``torch.load(weights_only=True)``.
+    """
+
+    def __init__(self, backbone: nn.Module, loss: nn.Module, optimizer: Callable[..., torch.optim.Optimizer],
+                 scheduler: Callable[..., Any] | None, monitor: str, monitor_mode: str):
+        super().__init__()
+        self.save_hyperparameters(ignore=["backbone", "head", "loss", "optimizer", "scheduler"])
+        self.backbone, self.loss_fn = backbone, loss
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.monitor, self.monitor_mode = monitor, monitor_mode
+        self.loss_target = labels.check_encoding(getattr(loss, "target", "index"))
+        self.test_episodes: list[dict[str, Any]] = []
+        self._check_loss()
+
+    def _check_loss(self) -> None:
+        """Score a dummy 2-way episode once, so a loss that cannot read episode scores fails before training."""
+        try:
+            with torch.no_grad():
+                self.score_loss(torch.zeros(2, 2), torch.arange(2))
+        except (RuntimeError, ValueError, IndexError, TypeError) as exc:
+            raise ConfigError("loss", f"cannot score episode outputs: {' '.join(str(exc).split())}") from None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+    def scores(self, episode: Episode) -> torch.Tensor:
+        raise NotImplementedError
+
+    def score_loss(self, scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return self.loss_fn(scores, labels.encode(targets, self.loss_target, scores.shape[1]))
+
+    def _episode(self, episode: Episode, part: str) -> tuple[torch.Tensor, torch.Tensor]:
+        scores = self.scores(episode)
+        loss = self.score_loss(scores, episode["query_y"])
+        acc = (scores.argmax(1) == episode["query_y"]).float().mean()
+        self.log(f"{part}/loss", loss, on_step=False, on_epoch=True, prog_bar=part != "train", batch_size=1)
+        self.log(f"{part}/acc", acc, on_step=False, on_epoch=True, prog_bar=part != "train", batch_size=1)
+        return loss, acc
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return self._episode(batch, "train")[0]
+
+    def validation_step(self, episode: Episode, batch_idx: int) -> None:
+        self._episode(episode, "val")
+
+    def on_test_epoch_start(self) -> None:
+        self.test_episodes = []
+
+    def test_step(self, episode: Episode, batch_idx: int) -> None:
+        _, acc = self._episode(episode, "test")
+        self.test_episodes.append({"accuracy": float(acc), "classes": episode["classes"].tolist(),
+                                   "shot": int(episode["support_index"].shape[1]), "query": int(episode["query_index"].shape[1])})
+
+    def on_test_epoch_end(self) -> None:
+        accuracies = [e["accuracy"] for e in self.test_episodes]
+        self.log("test/acc_ci95", ci95(accuracies))
+        self.log("test/episodes", float(len(accuracies)))
+
+    def test_artifacts(self, reports: Path) -> list[Path]:
+        """Every test episode's classes and accuracy, so a reader can recompute the mean and interval."""
+        accuracies = [e["accuracy"] for e in self.test_episodes]
+        path = reports / EPISODES_FILE
+        write_json({"method": type(self).__name__, "episodes": len(accuracies), "accuracy": float(np.mean(accuracies)),
+                    "ci95": ci95(accuracies), "per_episode": self.test_episodes}, path)
+        return [path]
+
+    def configure_optimizers(self) -> Any:
+        return configure_optimization(self, self.optimizer_factory, self.scheduler_factory)
+
+    @staticmethod
+    def _split(episode: Episode, embed: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Support and query embeddings from one forward pass (batch norm sees the whole episode, as in training)."""
+        n_support = len(episode["support"])
+        z = embed(torch.cat([episode["support"], episode["query"]]))
+        return z[:n_support], z[n_support:]
+
+
+class PrototypicalNetwork(EpisodicTask):
+    """``distance``: euclidean or cosine; ``scale`` multiplies the cosines (unused for euclidean)."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module, loss: nn.Module, optimizer: Callable[..., torch.optim.Optimizer],
+                 scheduler: Callable[..., Any] | None, num_classes: int, config: dict[str, Any] | None = None,
+                 distance: str = "euclidean", scale: float = 10.0, monitor: str = "val/acc", monitor_mode: str = "max"):
+        if distance not in DISTANCES:
+            raise ConfigError("task.distance", f"unknown distance '{distance}'", DISTANCES)
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or scale <= 0:
+            raise ConfigError("task.scale", f"must be a positive number, got {scale!r}", "e.g. 10")
+        super().__init__(backbone, loss, optimizer, scheduler, monitor, monitor_mode)
+        self.distance, self.scale = distance, float(scale)
+
+    def scores(self, episode: Episode) -> torch.Tensor:
+        support, query = self._split(episode, self.backbone)
+        way = len(episode["classes"])
+        return prototype_logits(query, prototypes(support, episode["support_y"], way), self.distance, self.scale)
+
+
+class RelationNetwork(EpisodicTask):
+    """``hidden``: width of the relation module's hidden layer, which scores concatenated (prototype, query) pairs."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module, loss: nn.Module, optimizer: Callable[..., torch.optim.Optimizer],
+                 scheduler: Callable[..., Any] | None, num_classes: int, config: dict[str, Any] | None = None,
+                 hidden: int = 64, monitor: str = "val/acc", monitor_mode: str = "max"):
+        width = getattr(backbone, "out_features", None)
+        if not isinstance(width, int):
+            raise ConfigError("backbone", "the relation network needs the backbone's feature width (an `out_features` "
+                              "attribute)", "a labline backbone: cnn, vgg, resnet, mlp, ...")
+        super().__init__(backbone, loss, optimizer, scheduler, monitor, monitor_mode)
+        self.relation = mlp(2 * width, [layers.positive_int(hidden, "task.hidden")], 1, "relu", 0.0)
+
+    def scores(self, episode: Episode) -> torch.Tensor:
+        support, query = self._split(episode, self.backbone)
+        protos = prototypes(support, episode["support_y"], len(episode["classes"]))
+        pairs = torch.cat([protos[None].expand(len(query), -1, -1), query[:, None].expand(-1, len(protos), -1)], dim=-1)
+        return torch.sigmoid(self.relation(pairs).squeeze(-1))
+
+
+class FineTuneBaseline(EpisodicTask):
+    """Pretrains backbone + ``head`` on the base classes (``task.datamodule.pretrain: true``); each evaluation
+    episode fits a logistic regression (inverse regularisation ``C``) on the support features, L2-normalised
+    when ``normalize`` (features of unseen classes vary in scale more than in direction)."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module, loss: nn.Module, optimizer: Callable[..., torch.optim.Optimizer],
+                 scheduler: Callable[..., Any] | None, num_classes: int, config: dict[str, Any] | None = None,
+                 C: float = 1.0, normalize: bool = True, monitor: str = "val/acc", monitor_mode: str = "max"):
+        if isinstance(C, bool) or not isinstance(C, (int, float)) or C <= 0:
+            raise ConfigError("task.C", f"must be a positive number, got {C!r}", "e.g. 1.0; larger fits the support set closer")
+        super().__init__(backbone, loss, optimizer, scheduler, monitor, monitor_mode)
+        self.head, self.num_classes = head, num_classes
+        self.C, self.normalize = float(C), bool(normalize)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        logits = self.head(self.backbone(x))
+        loss = self.loss_fn(logits, labels.encode(y, self.loss_target, self.num_classes))
+        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
+        self.log("train/acc", (logits.argmax(1) == y).float().mean(), on_step=False, on_epoch=True, batch_size=len(y))
+        return loss
+
+    def scores(self, episode: Episode) -> torch.Tensor:
+        """Log-probabilities of the queries under a classifier fitted on this episode's support set alone."""
+        from sklearn.linear_model import LogisticRegression
+
+        with torch.no_grad():
+            support, query = self._split(episode, self.backbone)
+        if self.normalize:
+            support, query = F.normalize(support, dim=1), F.normalize(query, dim=1)
+        classifier = LogisticRegression(C=self.C, max_iter=1000)
+        classifier.fit(support.cpu().double().numpy(), episode["support_y"].cpu().numpy())
+        return torch.from_numpy(classifier.predict_log_proba(query.cpu().double().numpy())).to(query)
+
+    def score_loss(self, scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.nll_loss(scores, targets)
