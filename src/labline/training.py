@@ -190,6 +190,28 @@ def _classification_reports(run: PreparedRun, reports: Path) -> None:
         run.tracker.log_artifact(Path(tmp) / "test.npz", "predictions")
 
 
+def classification_reports(tracker: Any, classes: list[str], probs: np.ndarray, targets: np.ndarray, index: np.ndarray,
+                           reports: Path) -> None:
+    """Confusion matrix (JSON, PNG), per-sample predictions for ``dvc plots``, probabilities for ensembles.
+
+    What every classifier records at test, whatever produced its probabilities (a Lightning task, a
+    scikit-learn estimator, an ensemble of runs), so that all of them can be compared and combined.
+    """
+    from sklearn.metrics import confusion_matrix
+
+    predicted = probs.argmax(1)
+    matrix = confusion_matrix(targets, predicted, labels=list(range(len(classes))))
+    write_json({"classes": classes, "matrix": matrix.tolist()}, reports / "confusion_matrix.json")
+    cm_png = plots.confusion_matrix(matrix, classes, reports / "confusion_matrix.png")
+    rows = [{"actual": classes[a], "predicted": classes[p]} for a, p in zip(targets, predicted, strict=True)]
+    write_json(rows, reports / "predictions.json")
+    tracker.log_artifact(cm_png, "plots")
+    tracker.log_dict({"classes": classes, "matrix": matrix.tolist()}, "confusion_matrix.json")
+    with tempfile.TemporaryDirectory() as tmp:
+        np.savez(Path(tmp) / "test.npz", probs=probs, targets=targets, index=index)
+        tracker.log_artifact(Path(tmp) / "test.npz", "predictions")
+
+
 def train_and_test(cfg: DictConfig, out_dir: Path, root: Path, do_test: bool | None = None,
                    extra_callbacks: Sequence[pl.Callback] = (), tags: dict[str, str] | None = None) -> dict[str, Any]:
     """The whole ``labline train`` job: build, open the MLflow run, fit, test once.

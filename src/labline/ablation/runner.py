@@ -52,7 +52,7 @@ def _compose(spec: AblationSpec, variant: Variant) -> DictConfig:
     try:
         return compose_config(spec.variant_overrides(variant))
     except ConfigError as err:
-        where = f"components.{variant.removed[-1]}" if variant.removed else "overrides"
+        where = {0: "overrides", 1: f"components.{variant.removed[0]}"}.get(len(variant.removed), f"variant {variant.name}")
         raise ConfigError(f"{where}: {err.key}", err.problem, err.valid) from None
 
 

@@ -90,10 +90,12 @@ class EpisodicTask(pl.LightningModule):
         self._check_loss()
 
     def _check_loss(self) -> None:
-        """Score a dummy 2-way episode once, so a loss that cannot read episode scores fails before training."""
+        """Score dummy 2-class outputs once, so a loss that cannot read class scores fails before training."""
         try:
             with torch.no_grad():
-                self.score_loss(torch.zeros(2, 2), torch.arange(2))
+                self.loss_fn(torch.zeros(2, 2), labels.encode(torch.arange(2), self.loss_target, 2))
+        except ConfigError:
+            raise
         except (RuntimeError, ValueError, IndexError, TypeError) as exc:
             raise ConfigError("loss", f"cannot score episode outputs: {' '.join(str(exc).split())}") from None
 

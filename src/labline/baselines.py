@@ -1,0 +1,171 @@
+"""Classical baselines (``task=sklearn``, ``task=sklearn_<family>``): scikit-learn estimators run like any labline task.
+
+A baseline only counts when it saw the same data as the network it is compared with, so the
+estimator reads the same processed arrays (prepare -> split -> preprocess, statistics fitted on
+the train part) and records the same MLflow run: the resolved config (without the groups only a
+network uses: backbone, head, loss, optimizer, ...), provenance tags including ``split_hash``,
+``val/`` and test metrics under the neural runs' names, the confusion matrix,
+``predictions/test.npz`` (so baselines can join ensembles) and ``metrics.json``.
+
+A classifier fits the train part. Its probabilities come from ``predict_proba``; an estimator
+without it (e.g. ``SVC(probability=False)``) saves its predictions one-hot (tag ``probabilities``).
+A clusterer (k-means) fits the train part without labels and is scored by ARI, NMI and the
+accuracy of the best one-to-one cluster-to-class matching on the scored part (``matched_acc``,
+the usual clustering accuracy). Its class predictions (``test_accuracy``, confusion matrix,
+predictions) use the matching found on the train part, so no test label decides a prediction.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from labline import report
+from labline.building import build
+from labline.config import to_plain
+from labline.data.files import write_json
+from labline.data.stages import ProcessedData, load_processed
+from labline.errors import ConfigError
+from labline.training import METRIC_NAMES, classification_reports, config_hash, setup_runtime, split_hash
+
+NEURAL_GROUPS = ("backbone", "head", "loss", "optimizer", "scheduler", "trainer", "callbacks", "augment")
+
+
+def build_estimator(node: DictConfig | None, seed: int, num_classes: int) -> Any:
+    """The estimator of ``task.estimator``, seeded by the run's seed where it takes a ``random_state`` left unset,
+    with ``n_clusters: null`` meaning one cluster per class."""
+    from sklearn.base import is_classifier, is_clusterer
+
+    if node is None or OmegaConf.is_missing(node, "_target_"):
+        raise ConfigError("task.estimator", "no estimator configured", "a node with _target_, e.g. sklearn.svm.SVC")
+    estimator = build(node, "task.estimator")
+    if not (is_classifier(estimator) or is_clusterer(estimator)):
+        raise ConfigError("task.estimator._target_", f"{type(estimator).__name__} is neither a classifier nor a clusterer",
+                          "a scikit-learn classifier, clusterer or pipeline ending in one")
+    if not hasattr(estimator, "predict"):
+        raise ConfigError("task.estimator._target_", f"{type(estimator).__name__} cannot assign new samples (no predict)",
+                          "a clusterer with predict, e.g. sklearn.cluster.KMeans")
+    params = estimator.get_params(deep=False)
+    if "random_state" in params and params["random_state"] is None:
+        estimator.set_params(random_state=seed)
+    if "n_clusters" in params and params["n_clusters"] is None:
+        estimator.set_params(n_clusters=num_classes)
+    return estimator
+
+
+def cluster_to_class(targets: np.ndarray, clusters: np.ndarray) -> dict[int, int]:
+    """The one-to-one cluster -> class mapping that agrees with the most labels (Hungarian algorithm)."""
+    from scipy.optimize import linear_sum_assignment
+
+    cluster_ids, classes = np.unique(clusters), np.unique(targets)
+    table = np.array([[np.sum((clusters == c) & (targets == t)) for t in classes] for c in cluster_ids])
+    rows, cols = linear_sum_assignment(table, maximize=True)
+    return {int(cluster_ids[r]): int(classes[c]) for r, c in zip(rows, cols, strict=True)}
+
+
+def matched_accuracy(targets: np.ndarray, clusters: np.ndarray) -> float:
+    """Clustering accuracy: the share of samples whose cluster maps to their class under the best one-to-one mapping."""
+    mapping = cluster_to_class(targets, clusters)
+    return float(np.mean([mapping.get(int(c), -1) == t for c, t in zip(clusters, targets, strict=True)]))
+
+
+def clustering_scores(targets: np.ndarray, clusters: np.ndarray) -> dict[str, float]:
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    return {"ari": float(adjusted_rand_score(targets, clusters)), "nmi": float(normalized_mutual_info_score(targets, clusters)),
+            "matched_acc": matched_accuracy(targets, clusters)}
+
+
+def classifier_scores(targets: np.ndarray, probs: np.ndarray, probabilities: bool = True) -> dict[str, float]:
+    """Accuracy, macro precision / recall / F1, macro one-vs-rest ROC-AUC of the scores (when every class is present)
+    and, for real probabilities, the log loss (the neural runs' ``loss``); named as the neural tasks log them."""
+    from sklearn.metrics import accuracy_score, f1_score, log_loss, precision_score, recall_score, roc_auc_score
+
+    predicted, every = probs.argmax(1), list(range(probs.shape[1]))
+    scores = {"acc": accuracy_score(targets, predicted),
+              "precision_macro": precision_score(targets, predicted, labels=every, average="macro", zero_division=0),
+              "recall_macro": recall_score(targets, predicted, labels=every, average="macro", zero_division=0),
+              "f1_macro": f1_score(targets, predicted, labels=every, average="macro", zero_division=0)}
+    if probabilities:
+        scores["loss"] = log_loss(targets, probs, labels=every)
+    if len(np.unique(targets)) == probs.shape[1]:
+        scores["auroc_macro"] = roc_auc_score(targets, probs, multi_class="ovr", average="macro", labels=every)
+    return {k: float(v) for k, v in scores.items()}
+
+
+def _class_probabilities(estimator: Any, x: np.ndarray, num_classes: int) -> tuple[np.ndarray, bool]:
+    """``(N, K)`` probabilities over all K classes (columns the estimator never saw stay 0), and whether they are real."""
+    probs = np.zeros((len(x), num_classes))
+    if hasattr(estimator, "predict_proba"):
+        probs[:, estimator.classes_] = estimator.predict_proba(x)
+        return probs, True
+    probs[np.arange(len(x)), estimator.predict(x)] = 1.0
+    return probs, False
+
+
+class _Fitted:
+    """A fitted estimator read as a classifier: a clusterer through its train-part cluster -> class matching."""
+
+    def __init__(self, estimator: Any, data: ProcessedData, x: np.ndarray):
+        from sklearn.base import is_clusterer
+
+        self.estimator, self.data, self.x, self.num_classes = estimator, data, x, len(data.classes)
+        self.clusterer = is_clusterer(estimator)
+        train = data.parts["train"]
+        self.mapping: dict[int, int] = {}
+        if self.clusterer:
+            estimator.fit(x[train])
+            self.mapping = cluster_to_class(data.y[train], estimator.predict(x[train]))
+        else:
+            estimator.fit(x[train], data.y[train])
+
+    def scores(self, part: str) -> tuple[dict[str, float], np.ndarray, bool]:
+        """Metrics of one part (unprefixed), its class probabilities and whether they are real probabilities."""
+        idx = self.data.parts[part]
+        targets = self.data.y[idx]
+        if not self.clusterer:
+            probs, real = _class_probabilities(self.estimator, self.x[idx], self.num_classes)
+            return classifier_scores(targets, probs, real), probs, real
+        clusters = self.estimator.predict(self.x[idx])
+        probs = np.zeros((len(idx), self.num_classes))
+        for row, cluster in enumerate(clusters):
+            if int(cluster) in self.mapping:
+                probs[row, self.mapping[int(cluster)]] = 1.0
+        return {**clustering_scores(targets, clusters), **classifier_scores(targets, probs, False)}, probs, False
+
+
+def run(cfg: DictConfig, out_dir: Path, root: Path) -> dict[str, Any]:
+    """The ``task.runner`` of the baseline tasks: fit on the train part, score val, test once (unless
+    ``test_after_fit: false``); returns what ``train_and_test`` returns, ``best_value`` being ``task.monitor``."""
+    setup_runtime(cfg)
+    full = to_plain(cfg)
+    config = {k: v for k, v in full.items() if k not in NEURAL_GROUPS}
+    data = load_processed(cfg, root)
+    estimator = build_estimator(cfg.task.get("estimator"), cfg.seed, len(data.classes))
+    tracker = build(cfg.logger, "logger")
+    name = type(estimator).__name__
+    tags = {"seed": str(cfg.seed), "dataset": cfg.data.name, "data_md5": data.md5, "data_fingerprint": data.fingerprint,
+            "split_hash": split_hash(data), "config_hash": config_hash(full),
+            "estimator": f"{type(estimator).__module__}.{name}"}
+    monitor = str(cfg.task.get("monitor", "val/acc"))
+    report.config_tree(config)
+    metrics: dict[str, float] = {}
+    with tracker.start(cfg.run_name or f"{cfg.data.name}-{name}-seed{cfg.seed}", config, tags, root):
+        fitted = _Fitted(estimator, data, data.x.reshape(len(data.x), -1))
+        val = fitted.scores("val")[0] if len(data.parts["val"]) else {}
+        tracker.log_metrics({f"val/{k}": v for k, v in val.items()}, step=0)
+        if cfg.get("test_after_fit", True):
+            scores, probs, real = fitted.scores("test")
+            metrics = {METRIC_NAMES.get(f"test/{k}", f"test_{k}"): v for k, v in scores.items()}
+            write_json(metrics, out_dir / "metrics.json")
+            tracker.log_metrics(metrics)
+            tracker.set_tags({"probabilities": str(real).lower()})
+            test = data.parts["test"]
+            classification_reports(tracker, data.classes, probs, data.y[test], test, out_dir)
+    if metrics:
+        report.metrics_table(metrics)
+    return {"run_id": tracker.run_id, "monitor": monitor, "best_value": val.get(monitor.removeprefix("val/")),
+            "best_epoch": None, **metrics}

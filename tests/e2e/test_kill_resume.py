@@ -1,0 +1,88 @@
+"""Real processes, real signals: SIGKILL mid-training then the same command resumes; SIGINT stops cleanly."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from project_copy import BIN, project_env, run_cli
+
+pytestmark = pytest.mark.e2e
+
+EPOCHS = 8
+COMMAND = ["train", f"trainer.max_epochs={EPOCHS}", "callbacks=none", "threads=1", "+trainer.limit_train_batches=6"]
+
+
+def _start(project: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([str(BIN / "labline"), *COMMAND, *extra], cwd=project, env=project_env(project),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _curves(project: Path) -> set[Path]:
+    return set(project.glob("outputs/*/*/curves.csv"))
+
+
+def _wait_for_epochs(project: Path, proc: subprocess.Popen, epochs: int, old: set[Path], timeout: float = 240) -> None:
+    """Until `epochs` rows of this process's curve exist and a resumable checkpoint is on disk."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, "training ended before it could be interrupted"
+        for curves in _curves(project) - old:
+            rows = curves.read_text().strip().splitlines()[1:]
+            if len(rows) >= epochs and (curves.parent / "checkpoints" / "last.ckpt").exists():
+                return
+        time.sleep(0.05)
+    raise AssertionError("training did not reach the epoch in time")
+
+
+def _client(project: Path) -> MlflowClient:
+    return MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+
+
+def _all_runs(project: Path) -> list:
+    client = _client(project)
+    return client.search_runs([e.experiment_id for e in client.search_experiments()])
+
+
+def test_sigkill_then_same_command_resumes_into_the_same_run_with_identical_results(project: Path) -> None:
+    old = _curves(project)
+    proc = _start(project)
+    _wait_for_epochs(project, proc, 3, old)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    (killed,) = _all_runs(project)
+    assert killed.info.status == "RUNNING", "SIGKILL leaves no chance to close the run; the resume closes it"
+
+    resumed = run_cli(project, "labline", *COMMAND)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming" in resumed.stdout
+    (run,) = _all_runs(project)
+    assert run.info.run_id == killed.info.run_id and run.info.status == "FINISHED"
+    steps = [m.step for m in _client(project).get_metric_history(run.info.run_id, "val/loss")]
+    assert sorted(steps) == list(range(EPOCHS)), f"duplicated or missing epochs: {sorted(steps)}"
+
+    fresh = run_cli(project, "labline", *COMMAND, "resume=false", "run_name=uninterrupted")
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    uninterrupted = next(r for r in _all_runs(project) if r.info.run_name == "uninterrupted")
+    for key in ("test_accuracy", "test_loss", "test_f1_macro"):
+        assert run.data.metrics[key] == uninterrupted.data.metrics[key], key
+
+
+def test_sigint_and_sigterm_stop_cleanly_with_a_checkpoint(project: Path) -> None:
+    for sig, code in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
+        before = {r.info.run_id for r in _all_runs(project)}
+        old = _curves(project)
+        proc = _start(project, f"seed={int(sig)}")
+        _wait_for_epochs(project, proc, 1, old)
+        time.sleep(0.2)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == code, err[-2000:]
+        assert "checkpoint kept" in err
+        (run,) = [r for r in _all_runs(project) if r.info.run_id not in before]
+        assert run.info.status == "KILLED"
+        assert run.data.tags["stop_reason"].startswith("stopped by SIG")
