@@ -91,3 +91,27 @@ def test_exp_run_with_hydra_override_reruns_only_train_and_evaluate(project: Pat
     assert shown.returncode == 0, shown.stderr
     text = shown.stdout
     assert "torch.optim.SGD" in text and "test_accuracy" in text
+
+
+def test_exp_changing_preprocessing_reruns_from_preprocess(project: Path, repro: subprocess.CompletedProcess) -> None:
+    result = run_cli(project, "dvc", "exp", "run", "-S", "preprocess=minmax", "-S", "trainer.max_epochs=2", "-S", "threads=1",
+                     timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Running stage 'preprocess'" in result.stdout and "Running stage 'train'" in result.stdout
+    assert "Running stage 'split'" not in result.stdout
+
+
+def test_tampered_data_is_refused_against_dvc_lock(project: Path, repro: subprocess.CompletedProcess) -> None:
+    from labline.integrity import dvc_md5, recorded_outputs
+
+    recorded = recorded_outputs(project)
+    assert dvc_md5(project / "data" / "processed") == recorded["data/processed"], "same hash as DVC computes"
+    target = project / "data" / "splits" / "digits" / "val.txt"
+    original = target.read_text()
+    target.write_text(original.replace("\n", "\n", 1) + "0\n")
+    try:
+        result = run_cli(project, "labline", "stage", "train")
+        assert result.returncode == 2
+        assert "data/splits: content hash" in result.stderr and "dvc.lock" in result.stderr
+    finally:
+        target.write_text(original)

@@ -19,6 +19,7 @@ import numpy as np
 from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 
+from labline import integrity
 from labline.building import build
 from labline.data import files
 from labline.data.sources import RawDataset
@@ -218,6 +219,7 @@ def load_processed(cfg: DictConfig, root: Path) -> ProcessedData:
     if processed.exists() and split_dir.exists():
         arrays = files.load_npz(processed, ("x", "y", "classes", "fingerprint"), "re-run `dvc repro preprocess`")
         if str(arrays["fingerprint"]) == fp:
+            integrity.verify(root, [processed, split_dir])
             x, y = arrays["x"], arrays["y"].astype(np.int64)
             files.check_arrays(x, y, str(processed))
             parts = _read_parts(cfg, split_dir, len(y))

@@ -181,7 +181,7 @@ class ZeroShotTask(pl.LightningModule):
         metrics, per_class = zero_shot_metrics(torch.cat(self.test_probs), torch.cat(self.test_targets), unseen)
         for name, value in metrics.items():
             self.log(f"test/{name}", value)
-        self.report = {"method": self.method, "metrics": metrics,
+        self.report = {"method": self.method, "metrics": metrics, "classes": self.class_names,
                        "seen": [self.class_names[c] for c in self.seen.tolist()],
                        "unseen": [self.class_names[c] for c in unseen.nonzero().flatten().tolist()],
                        "per_class": {kind: {self.class_names[c]: acc for c, acc in accs.items()}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -161,8 +162,11 @@ class OptunaSweep:
                 self._loop(plan, shared, tracking, worker=0)
             else:
                 self._run_workers(plan, shared, parent, sweep_dir)
+        except KeyboardInterrupt:  # Ctrl-C outside training (between trials, in the coordinator)
+            tracking.end_parent("KILLED")
+            raise Interrupted(signal.SIGINT) from None  # the CLI's clean exit (130) with its resume hint
         except BaseException as exc:
-            tracking.end_parent("KILLED" if isinstance(exc, (KeyboardInterrupt, Interrupted)) else "FAILED")
+            tracking.end_parent("KILLED" if isinstance(exc, Interrupted) else "FAILED")
             raise
         return self._conclude(plan, shared, tracking, sweep_dir)
 
@@ -204,7 +208,8 @@ class OptunaSweep:
             except (Exception, SystemExit) as exc:  # SystemExit: a config error the job reported and exited on
                 reason = _failure(exc)
             except BaseException as exc:  # Ctrl-C / SIGTERM: record the trial, then stop the sweep
-                self._tell(shared, tracking, trial, active, TrialState.FAIL, None, f"interrupted: {exc!r}")
+                reason = f"interrupted: {exc or type(exc).__name__}"
+                self._tell(shared, tracking, trial, active, TrialState.FAIL, None, reason)
                 raise
         state, values, reason = _judge(result, reason, active, plan.objectives)
         return self._tell(shared, tracking, trial, active, state, values, reason)

@@ -1,0 +1,86 @@
+"""Classical baselines: every estimator option runs through the runner and records what a neural run records."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+from sklearn.metrics import adjusted_rand_score
+
+from conftest import ROOT
+from labline.baselines import build_estimator, cluster_to_class, clustering_scores, matched_accuracy
+from labline.errors import ConfigError
+from labline.tracking.store import tracking_uri
+from labline.training import train_job
+
+ESTIMATORS = ("sklearn", "sklearn_tree", "sklearn_nb", "sklearn_logreg", "sklearn_svm", "sklearn_rf", "sklearn_kmeans")
+COMMON = ["threads=1", "logger.experiment_name=unit"]
+# Tags only a network has (its complexity, its epochs); every other tag a neural run records, a baseline records too.
+NEURAL_TAGS = ("model.", "best_epoch", "stopped_epoch", "skipped_batches", "mlflow.")
+
+
+def _artifacts(client: MlflowClient, run_id: str, folder: str = "") -> set[str]:
+    found = set()
+    for item in client.list_artifacts(run_id, folder or None):
+        found |= _artifacts(client, run_id, item.path) if item.is_dir else {item.path}
+    return found
+
+
+def test_every_estimator_lands_in_mlflow_like_a_neural_run(compose, tmp_path) -> None:
+    neural = train_job(compose("backbone=mlp", "trainer.max_epochs=1", "trainer.enable_progress_bar=false", *COMMON),
+                       tmp_path / "neural", ROOT)
+    client = MlflowClient(tracking_uri())
+    reference = client.get_run(neural["run_id"])
+    tags = {k for k in reference.data.tags if not k.startswith(NEURAL_TAGS)}
+    artifacts = {"config.yaml", "confusion_matrix.json", "plots/confusion_matrix.png", "predictions/test.npz"}
+    for option in ESTIMATORS:
+        result = train_job(compose(f"task={option}", *COMMON), tmp_path / option, ROOT)
+        run = client.get_run(result["run_id"])
+        assert run.info.status == "FINISHED", option
+        assert tags <= set(run.data.tags), (option, tags - set(run.data.tags))
+        assert run.data.tags["split_hash"] == reference.data.tags["split_hash"], option
+        test_keys = {k for k in run.data.metrics if k.startswith("test_")}
+        assert {"test_accuracy", "test_f1_macro"} <= test_keys, option
+        if option != "sklearn_kmeans":
+            assert test_keys <= set(reference.data.metrics), (option, test_keys - set(reference.data.metrics))
+            assert "val/acc" in run.data.metrics and "test_loss" in test_keys, option
+        assert artifacts <= _artifacts(client, run.info.run_id), option
+        assert (tmp_path / option / "metrics.json").exists()
+        assert not any(k.startswith(("optimizer.", "backbone.", "trainer.")) for k in run.data.params), option
+    kmeans = client.get_run(result["run_id"]).data.metrics
+    assert {"test_ari", "test_nmi", "test_matched_acc", "val/ari"} <= set(kmeans)
+    assert kmeans["test_ari"] > 0.55, "k-means on digits reaches an ARI of about 0.67 (PITFALLS.md)"
+
+
+def test_knn_reaches_the_expected_accuracy(compose, tmp_path) -> None:
+    """5-fold kNN (k=5) on all of digits scores 0.986 (PITFALLS.md); the 60/20/20 hold-out trains on 60%."""
+    result = train_job(compose("task=sklearn", *COMMON), tmp_path, ROOT)
+    assert result["test_accuracy"] == pytest.approx(0.986, abs=0.02)
+    assert result["monitor"] == "val/acc" and result["best_value"] > 0.95
+
+
+def test_matched_accuracy_and_ari_on_hand_made_labels() -> None:
+    targets = np.array([0, 0, 1, 1, 2, 2])
+    renamed = np.array([2, 2, 0, 0, 1, 1])  # a perfect clustering with other names
+    assert cluster_to_class(targets, renamed) == {2: 0, 0: 1, 1: 2}
+    assert matched_accuracy(targets, renamed) == 1.0
+    assert clustering_scores(targets, renamed)["ari"] == pytest.approx(1.0)
+    merged = np.array([0, 0, 0, 1, 1, 1])  # two clusters for three classes: at most 4 of 6 match one to one
+    assert matched_accuracy(targets, merged) == pytest.approx(4 / 6)
+    # ARI by hand: pairs agreeing sum(C(n_ij,2)) = 1+1+1 = 3; sum_i C(a_i,2) = 3, sum_j C(b_j,2) = 6; expected 3*6/15 = 1.2;
+    # max 4.5 -> (3 - 1.2) / (4.5 - 1.2) = 0.5454...
+    assert clustering_scores(targets, merged)["ari"] == pytest.approx(1.8 / 3.3)
+    assert clustering_scores(targets, merged)["ari"] == pytest.approx(adjusted_rand_score(targets, merged))
+
+
+def test_estimator_options_are_checked_and_seeded(compose) -> None:
+    knn = build_estimator(compose("task=sklearn", "task.estimator.n_neighbors=3").task.estimator, 7, 10)
+    assert knn.n_neighbors == 3
+    assert build_estimator(compose("task=sklearn_rf").task.estimator, 7, 10).random_state == 7
+    assert build_estimator(compose("task=sklearn_kmeans").task.estimator, 0, 4).n_clusters == 4
+    cfg = compose("task=sklearn", "task.estimator._target_=sklearn.preprocessing.StandardScaler", "~task.estimator.n_neighbors",
+                  "~task.estimator.weights")
+    with pytest.raises(ConfigError, match="neither a classifier nor a clusterer"):
+        build_estimator(cfg.task.estimator, 0, 10)
+    with pytest.raises(ConfigError, match="task.estimator._target_"):
+        build_estimator(compose("task=sklearn", "task.estimator._target_=sklearn.nope.KNN").task.estimator, 0, 10)
