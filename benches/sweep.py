@@ -4,7 +4,7 @@ Every variant runs the real `labline train -m hparams_search=digits_cnn` (same s
 of trials, epochs per trial, sampler seed and training seed) into a throwaway MLflow store and study
 file, then reads the study: epochs actually trained and the best validation accuracy reached.
 
-    python benches/sweep.py [--trials 16] [--epochs 12] [--threads 2] [--out docs/benchmarks.md]
+    python benches/sweep.py [--trials 12] [--epochs 10] [--threads 1] [--out docs/benchmarks.md]
 """
 
 from __future__ import annotations
@@ -80,9 +80,9 @@ def record(path: Path, body: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=16)
-    parser.add_argument("--epochs", type=int, default=12)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--trials", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
     args = parser.parse_args()
     rows = []

@@ -101,7 +101,7 @@ def _class_probabilities(estimator: Any, x: np.ndarray, num_classes: int) -> tup
     probs = np.zeros((len(x), num_classes))
     if hasattr(estimator, "predict_proba"):
         probs[:, estimator.classes_] = estimator.predict_proba(x)
-        return probs, True
+        return probs / probs.sum(1, keepdims=True), True
     probs[np.arange(len(x)), estimator.predict(x)] = 1.0
     return probs, False
 
@@ -154,7 +154,7 @@ def run(cfg: DictConfig, out_dir: Path, root: Path) -> dict[str, Any]:
     report.config_tree(config)
     metrics: dict[str, float] = {}
     with tracker.start(cfg.run_name or f"{cfg.data.name}-{name}-seed{cfg.seed}", config, tags, root):
-        fitted = _Fitted(estimator, data, data.x.reshape(len(data.x), -1))
+        fitted = _Fitted(estimator, data, data.x.reshape(len(data.x), -1).astype(np.float64))
         val = fitted.scores("val")[0] if len(data.parts["val"]) else {}
         tracker.log_metrics({f"val/{k}": v for k, v in val.items()}, step=0)
         if cfg.get("test_after_fit", True):

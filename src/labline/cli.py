@@ -127,6 +127,13 @@ def _ensemble(args: argparse.Namespace) -> None:
     print(f"ensemble run {result['run_id']}: test_accuracy {result['test_accuracy']:.4f}")
 
 
+def _distill_compare(args: argparse.Namespace) -> None:
+    from labline.distill_compare import compare_study
+
+    print(compare_study(args.teacher, args.scratch, args.student, args.seeds, Path(args.output), Path(args.table),
+                        workspace_root()))
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="labline", description="Declarative experiment pipelines for DL research.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -160,6 +167,13 @@ def _parser() -> argparse.ArgumentParser:
     ens.add_argument("--metric", help="validation metric weighing members for --method weighted, e.g. val/acc")
     ens.add_argument("--run-name", help="name of the ensemble's MLflow run")
     ens.set_defaults(func=_ensemble)
+    dc = sub.add_parser("distill-compare", help="table a distillation study: teacher, student from scratch, distilled student")
+    for role in ("teacher", "scratch", "student"):
+        dc.add_argument(f"--{role}", required=True, help=f"params file of the {role} run(s); {{seed}} stands for each seed")
+    dc.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds averaged over (default: 0)")
+    dc.add_argument("--output", default="reports/compare.json", help="comparison as JSON (a DVC metrics file)")
+    dc.add_argument("--table", default="reports/compare.md", help="comparison as a Markdown table")
+    dc.set_defaults(func=_distill_compare)
     return parser
 
 

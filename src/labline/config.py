@@ -87,15 +87,16 @@ def _explain_missing(exc: MissingConfigException, parsed: list[Any]) -> ConfigEr
 
 def _explain_key(exc: HydraException, parsed: list[Any], base: DictConfig) -> ConfigError:
     text = str(exc)
-    for ov in parsed:
+    candidates = [ov for ov in parsed if not _is_group(ov.key_or_group)]
+    quoted = [ov for ov in candidates if f"'{ov.key_or_group}'" in text]
+    for ov in quoted or [ov for ov in candidates if ov.key_or_group.split(".")[-1] in text]:
         key = ov.key_or_group
-        if f"'{key}'" in text or key.split(".")[-1] in text:
-            parent_key, _, leaf = key.rpartition(".")
-            parent = OmegaConf.select(base, parent_key) if parent_key else base
-            if isinstance(parent, DictConfig):
-                valid = sorted(str(k) for k in parent.keys())
-                return ConfigError(key, f"'{leaf}' is not a config key", valid)
-            return ConfigError(key, "is not a config key")
+        parent_key, _, leaf = key.rpartition(".")
+        parent = OmegaConf.select(base, parent_key) if parent_key else base
+        if isinstance(parent, DictConfig):
+            valid = sorted(str(k) for k in parent.keys())
+            return ConfigError(key, f"'{leaf}' is not a config key", valid)
+        return ConfigError(key, "is not a config key")
     return ConfigError("config", text.splitlines()[0])
 
 

@@ -106,7 +106,7 @@ def markdown(table: AblationTable) -> str:
     plan, m = table.plan, table.plan["metric"]
     seeds, folds = plan["seeds"], plan["folds"]
     pairing = "seed and fold" if folds else "seed"
-    per = f"{len(seeds)} seeds ({', '.join(map(str, seeds))})" + (f" x {folds} folds" if folds else "")
+    per = f"{len(seeds)} seed{'s' * (len(seeds) > 1)} ({', '.join(map(str, seeds))})" + (f" x {folds} folds" if folds else "")
     better = "higher" if plan["mode"] == "max" else "lower"
     lines = [f"**Ablation `{table.name}`** ({plan['design']}): {m}, {better} is better; {per} per variant.", "",
              f"| variant | removed | n | {m} (mean ± std) | Δ vs full | p (paired t-test vs full) |",

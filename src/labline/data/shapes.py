@@ -169,7 +169,7 @@ def class_attributes(classes: Sequence[str]) -> tuple[list[str], np.ndarray]:
     if len(widths) != 1 or widths == {1}:
         sample = ", ".join(repr(c) for c in list(classes)[:3])
         raise ConfigError("data", f"class names ({sample}, ...) do not spell attributes",
-                          f"names like 'triangle|large|filled' (data=shapes), or a class_attributes YAML file")
+                          "names like 'triangle|large|filled' (data=shapes), or task.datamodule.class_attributes: a YAML file")
     owner = {value: name for name, values in ATTRIBUTES.items() for value in values}
     names: list[str] = []
     columns: list[np.ndarray] = []

@@ -7,6 +7,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+import torchmetrics
 from torch import nn
 
 from labline import labels
@@ -44,6 +45,8 @@ class ClassificationTask(pl.LightningModule):
         # ModuleDict keys must not shadow nn.Module attributes such as ``train``.
         self.metrics = nn.ModuleDict({f"{part}_metrics": classification_metrics(num_classes, top_k, ranking=part != "train")
                                       .clone(prefix=f"{part}/") for part in ("train", "val", "test")})
+        self.losses = nn.ModuleDict({f"{part}_loss": torchmetrics.MeanMetric() for part in ("train", "val", "test")})
+        self.term_losses = nn.ModuleDict()
         self.test_probs: list[torch.Tensor] = []
         self.test_targets: list[torch.Tensor] = []
 
@@ -75,22 +78,51 @@ class ClassificationTask(pl.LightningModule):
         return self.loss_fn(outputs, labels.encode(y, self.loss_target, outputs.shape[1])), {}
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], part: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Updates metric states only: calling ``self.log`` for ~10 metrics every step cost more than the
+        forward pass of the default model (benches/overhead.py); values are logged once per epoch."""
         x, y = batch
         outputs = self(x)
         logits = outputs[self.head.main] if isinstance(outputs, dict) else outputs
         loss, terms = self._loss(outputs, y)
         self.metrics[f"{part}_metrics"].update(logits.detach().float().softmax(-1), y)
-        self.log(f"{part}/loss", loss, on_step=False, on_epoch=True, prog_bar=part != "train", batch_size=len(y))
+        self.losses[f"{part}_loss"].update(loss.detach(), weight=len(y))
         for name, term in terms.items():
-            self.log(f"{part}/loss_{name}", term, on_step=False, on_epoch=True, batch_size=len(y))
-        self.log_dict(self.metrics[f"{part}_metrics"], on_step=False, on_epoch=True, prog_bar=False, batch_size=len(y))
+            key = f"{part}_{name}"
+            if key not in self.term_losses:
+                self.term_losses[key] = torchmetrics.MeanMetric().to(self.device)
+            self.term_losses[key].update(term.detach(), weight=len(y))
         return loss, logits
+
+    def _log_epoch(self, part: str) -> None:
+        if self.losses[f"{part}_loss"].update_count == 0:
+            return
+        values = {f"{part}/loss": self.losses[f"{part}_loss"].compute(), **self.metrics[f"{part}_metrics"].compute()}
+        values |= {f"{part}/loss_{k.removeprefix(part + '_')}": m.compute() for k, m in self.term_losses.items()
+                   if k.startswith(part + "_") and m.update_count}
+        for metric in (self.losses[f"{part}_loss"], self.metrics[f"{part}_metrics"],
+                       *(m for k, m in self.term_losses.items() if k.startswith(part + "_"))):
+            metric.reset()
+        self.log_dict({k: v.float() for k, v in values.items()}, prog_bar=part == "val")
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train")[0]
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        # The training epoch's batches are complete when its validation ends; logging the train metrics
+        # here (not in on_train_epoch_end, which Lightning calls after the callbacks) puts them next to the
+        # val metrics for the per-epoch curve callback.
+        if not self.trainer.sanity_checking:
+            self._log_epoch("train")
+            self._log_epoch("val")
+        else:
+            self.losses["val_loss"].reset()
+            self.metrics["val_metrics"].reset()
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch("train")  # only when this epoch had no validation
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         _, logits = self._step(batch, "test")
@@ -99,6 +131,9 @@ class ClassificationTask(pl.LightningModule):
 
     def on_test_epoch_start(self) -> None:
         self.test_probs, self.test_targets = [], []
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
 
     def configure_optimizers(self) -> Any:
         return configure_optimization(self, self.optimizer_factory, self.scheduler_factory)

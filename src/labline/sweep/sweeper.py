@@ -269,8 +269,7 @@ class OptunaSweep:
         counts = ", ".join(f"{summary[k]} {k[2:]}" for k in ("n_complete", "n_pruned", "n_fail"))
         print(f"study '{plan.study_name}': {counts}; {summary['epochs_total']} epochs in all")
         if best:
-            values = ", ".join(f"{o}={v:.6g}" for o, v in zip(plan.objectives, best[0].values, strict=True))
-            print(f"best trial {best[0].number}: {values} {best[0].params}")
+            print(f"best trial {best[0].number}: {_values(plan.objectives, best[0].values)} {best[0].params}")
             print(f"best configuration: {path}\n  run it: labline train experiment={path.stem}")
         print(f"plots: {sweep_dir / 'plots'}; dashboard: optuna-dashboard {_public_url(plan.storage)}")
         budget = Budget(plan.n_trials, self.settings.max_failures, plan.session)
@@ -284,8 +283,8 @@ class OptunaSweep:
         choices = best_file.group_choices(trial_cfg)
         base_cfg = compose_config([f"{g}={o}" for g, o in choices.items()])
         name = best_file.experiment_name(plan.study_name)
-        values = ", ".join(f"{o}={v:.6g}" for o, v in zip(plan.objectives, trial.values, strict=True))
-        header = [f"Best trial {trial.number} of Optuna study '{plan.study_name}' ({values}), written by labline's sweeper.",
+        header = [f"Best trial {trial.number} of Optuna study '{plan.study_name}' ({_values(plan.objectives, trial.values)}), "
+                  "written by labline's sweeper.",
                   f"Run it: labline train experiment={name}"]
         text = best_file.experiment_yaml(name, header, trial_cfg, base_cfg)
         directory = Path(self.settings.best_config_dir) if self.settings.best_config_dir else config_dir() / "experiment"
@@ -321,12 +320,16 @@ def _failure(exc: BaseException) -> str:
 def _describe(trial: FrozenTrial, objectives: list[str]) -> str:
     params = " ".join(f"{k}={_short(v)}" for k, v in trial.params.items())
     if trial.state == TrialState.COMPLETE:
-        outcome = ", ".join(f"{o}={v:.4g}" for o, v in zip(objectives, trial.values, strict=True))
+        outcome = _values(objectives, trial.values)
     elif trial.state == TrialState.PRUNED:
         outcome = f"at epoch {max(trial.intermediate_values, default=0)}"
     else:
         outcome = trial.user_attrs.get("fail_reason", "interrupted")
     return f"trial {trial.number} {trial.state.name} {outcome} [{params}]"
+
+
+def _values(objectives: list[str], values: list[float]) -> str:
+    return ", ".join(f"{o}={v:.6g}" for o, v in zip(objectives, values, strict=True))
 
 
 def _short(value: Any) -> str:

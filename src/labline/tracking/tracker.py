@@ -38,7 +38,7 @@ class MlflowTracker:
         import mlflow
 
         _, experiment_id = ensure_experiment(self.experiment_name, self.configured_uri)
-        nested = mlflow.active_run() is not None and run_id is None
+        nested = mlflow.active_run() is not None  # also when re-opening a run under an active sweep/ablation parent
         # Worker processes of a parallel sweep/ablation nest under the parent named here
         # (never MLFLOW_RUN_ID: children would then write into the parent itself).
         parent = None if nested or run_id else os.environ.get(PARENT_ENV)
