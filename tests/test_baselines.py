@@ -73,7 +73,7 @@ def test_matched_accuracy_and_ari_on_hand_made_labels() -> None:
     assert clustering_scores(targets, merged)["ari"] == pytest.approx(adjusted_rand_score(targets, merged))
 
 
-def test_estimator_options_are_checked_and_seeded(compose) -> None:
+def test_estimator_options_are_checked_and_seeded(compose, tmp_path) -> None:
     knn = build_estimator(compose("task=sklearn", "task.estimator.n_neighbors=3").task.estimator, 7, 10)
     assert knn.n_neighbors == 3
     assert build_estimator(compose("task=sklearn_rf").task.estimator, 7, 10).random_state == 7
@@ -84,3 +84,6 @@ def test_estimator_options_are_checked_and_seeded(compose) -> None:
         build_estimator(cfg.task.estimator, 0, 10)
     with pytest.raises(ConfigError, match="task.estimator._target_"):
         build_estimator(compose("task=sklearn", "task.estimator._target_=sklearn.nope.KNN").task.estimator, 0, 10)
+    with pytest.raises(ConfigError, match="task.estimator: The 'n_neighbors' parameter"):
+        train_job(compose("task=sklearn", "task.estimator.n_neighbors=-1", *COMMON), tmp_path, ROOT)
+    assert not MlflowClient(tracking_uri()).search_experiments(filter_string="name = 'unit'"), "no run for a user error"

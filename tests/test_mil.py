@@ -170,3 +170,19 @@ def test_mil_needs_bags_and_a_pooling_head(compose, tmp_path) -> None:
     assert isinstance(dm, BagDataModule) and dm.input_shape == (1, 8, 8) and dm.num_classes == 2
     with pytest.raises(ConfigError, match="head: LinearHead does not pool"):
         build_task(cfg, dm.input_shape, dm.num_classes, {})
+
+
+def test_bring_your_own_tiles_experiment(compose, tmp_path) -> None:
+    """experiment=mil_tiles: tiles from an .npz, bags from a CSV, split by bag, served by the bag datamodule."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "tiles.npz", x=rng.normal(size=(80, 1, 4, 4)).astype(np.float32), y=np.zeros(80, dtype=np.int64))
+    with open(tmp_path / "bags.csv", "w") as fh:
+        fh.write("bag,instance,label\n" + "".join(f"s{i // 4},{i},{(i // 4) % 2}\n" for i in range(80)))
+    cfg = compose("experiment=mil_tiles", f"data.source.path={tmp_path / 'tiles.npz'}", f"split.path={tmp_path / 'bags.csv'}")
+    data = load_processed(cfg, tmp_path)
+    dm = build(cfg.task.datamodule, "task.datamodule", _partial_=True)(data=data, batch_size=2, num_workers=0, seed=0,
+                                                                       augment=None)
+    assert {part: len(bags) for part, bags in dm.parts.items()} == {"train": 12, "val": 4, "test": 4}
+    assert dm.classes == ["0", "1"] and dm.input_shape == (1, 4, 4)
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["x"].shape == (2, 4, 1, 4, 4) and batch["mask"].all()

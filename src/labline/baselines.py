@@ -56,6 +56,13 @@ def build_estimator(node: DictConfig | None, seed: int, num_classes: int) -> Any
     return estimator
 
 
+def estimator_name(estimator: Any) -> str:
+    """``SVC``; a wrapper by what it wraps too (``CalibratedClassifierCV(SVC)``), so run names tell baselines apart."""
+    inner = estimator.get_params(deep=False).get("estimator")
+    name = type(estimator).__name__
+    return f"{name}({estimator_name(inner)})" if hasattr(inner, "get_params") else name
+
+
 def cluster_to_class(targets: np.ndarray, clusters: np.ndarray) -> dict[int, int]:
     """The one-to-one cluster -> class mapping that agrees with the most labels (Hungarian algorithm)."""
     from scipy.optimize import linear_sum_assignment
@@ -130,10 +137,11 @@ class _Fitted:
             probs, real = _class_probabilities(self.estimator, self.x[idx], self.num_classes)
             return classifier_scores(targets, probs, real), probs, real
         clusters = self.estimator.predict(self.x[idx])
-        probs = np.zeros((len(idx), self.num_classes))
+        # A cluster left without a class (more clusters than classes) predicts none: a uniform row.
+        probs = np.full((len(idx), self.num_classes), 1.0 / self.num_classes)
         for row, cluster in enumerate(clusters):
             if int(cluster) in self.mapping:
-                probs[row, self.mapping[int(cluster)]] = 1.0
+                probs[row] = np.eye(self.num_classes)[self.mapping[int(cluster)]]
         return {**clustering_scores(targets, clusters), **classifier_scores(targets, probs, False)}, probs, False
 
 
@@ -146,15 +154,19 @@ def run(cfg: DictConfig, out_dir: Path, root: Path) -> dict[str, Any]:
     data = load_processed(cfg, root)
     estimator = build_estimator(cfg.task.get("estimator"), cfg.seed, len(data.classes))
     tracker = build(cfg.logger, "logger")
-    name = type(estimator).__name__
+    name = estimator_name(estimator)
     tags = {"seed": str(cfg.seed), "dataset": cfg.data.name, "data_md5": data.md5, "data_fingerprint": data.fingerprint,
             "split_hash": split_hash(data), "config_hash": config_hash(full),
-            "estimator": f"{type(estimator).__module__}.{name}"}
+            "estimator": f"{type(estimator).__module__}.{type(estimator).__name__}"}
     monitor = str(cfg.task.get("monitor", "val/acc"))
     report.config_tree(config)
     metrics: dict[str, float] = {}
-    with tracker.start(cfg.run_name or f"{cfg.data.name}-{name}-seed{cfg.seed}", config, tags, root):
+    # Fitting takes seconds and is where scikit-learn checks its parameters: a bad value is reported before any run exists.
+    try:
         fitted = _Fitted(estimator, data, data.x.reshape(len(data.x), -1).astype(np.float64))
+    except (ValueError, TypeError) as exc:
+        raise ConfigError("task.estimator", " ".join(str(exc).split())) from None
+    with tracker.start(cfg.run_name or f"{cfg.data.name}-{name}-seed{cfg.seed}", config, tags, root):
         val = fitted.scores("val")[0] if len(data.parts["val"]) else {}
         tracker.log_metrics({f"val/{k}": v for k, v in val.items()}, step=0)
         if cfg.get("test_after_fit", True):

@@ -42,7 +42,7 @@ def run_summary(params: Path, root: Path) -> dict[str, Any]:
     models, reports = root / cfg.paths.models, root / cfg.paths.reports
     recorded = _read_json(models / "run.json", "train")
     metrics = _read_json(reports / "metrics.json", "evaluate")
-    shape = input_shape(cfg)
+    shape = input_shape(cfg, root)
     complexity = model_complexity(load_classifier(str(models / recorded["checkpoint"]), shape, key=str(models)).model, shape)
     return {"run_id": recorded["run_id"], "seed": int(cfg.seed), "test_accuracy": float(metrics["test_accuracy"]),
             "params": complexity["params"], "flops": complexity["flops"]}

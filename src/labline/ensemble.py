@@ -23,6 +23,7 @@ Combination rules, each giving one row of scores per test sample that sums to 1:
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ MEMBERS_TAG = "ensemble_members"
 class Member:
     run_id: str
     name: str
+    experiment_id: str
     tags: dict[str, str]
     probs: np.ndarray
     targets: np.ndarray
@@ -74,10 +76,13 @@ def combine(probs: np.ndarray, method: str, weights: np.ndarray | None = None) -
 
 
 def _client() -> Any:
+    """A client on the project's store; artifact progress bars off (one per member would bury the table)."""
+    from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
     from mlflow.tracking import MlflowClient
 
     from labline.tracking.store import tracking_uri
 
+    os.environ.setdefault(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name, "false")
     return MlflowClient(tracking_uri())
 
 
@@ -123,8 +128,9 @@ def load_member(client: Any, run_id: str, metric: str | None, folder: Path) -> M
     except (MlflowException, OSError):
         raise ConfigError("members", f"run {run_id} has no {PREDICTIONS} artifact", "finished classification runs") from None
     arrays = load_npz(path, ("probs", "targets", "index"), "a run that saved its test predictions")
-    return Member(run_id, run.info.run_name or run_id, run.data.tags, arrays["probs"].astype(np.float64), arrays["targets"],
-                  arrays["index"], _weight(client, run, metric) if metric else 1.0)
+    return Member(run_id, run.info.run_name or run_id, run.info.experiment_id, run.data.tags,
+                  arrays["probs"].astype(np.float64), arrays["targets"], arrays["index"],
+                  _weight(client, run, metric) if metric else 1.0)
 
 
 def check_members(members: list[Member]) -> None:
@@ -182,13 +188,12 @@ def run_ensemble(run_ids: list[str], filter_string: str | None, method: str, met
     member_acc = [float(np.mean(m.probs.argmax(1) == targets)) for m in members]
     metrics = {**_scores(targets, probs, method), "members_best_test_accuracy": max(member_acc),
                "members_mean_test_accuracy": float(np.mean(member_acc))}
-    first = client.get_run(members[0].run_id)
-    experiment = client.get_experiment(first.info.experiment_id).name
+    first = members[0]
     config = {"method": method, "members": ",".join(ids), "metric": metric, "weights": [round(float(w), 6) for w in weights]}
-    tags = {MEMBERS_TAG: ",".join(ids), "role": "ensemble", "split_hash": first.data.tags["split_hash"],
-            **{k: first.data.tags[k] for k in ("dataset", "data_md5", "data_fingerprint") if k in first.data.tags}}
+    tags = {MEMBERS_TAG: ",".join(ids), "role": "ensemble", "split_hash": first.tags["split_hash"],
+            **{k: first.tags[k] for k in ("dataset", "data_md5", "data_fingerprint") if k in first.tags}}
     out_dir = root / "outputs" / f"ensemble-{method}-{time.strftime('%Y%m%d-%H%M%S')}"
-    tracker = MlflowTracker(experiment_name=experiment)
+    tracker = MlflowTracker(experiment_name=client.get_experiment(first.experiment_id).name)
     with tracker.start(run_name or f"ensemble-{method}-{len(members)}", config, tags, root):
         write_json(metrics, out_dir / "metrics.json")
         tracker.log_metrics(metrics)

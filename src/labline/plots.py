@@ -33,16 +33,23 @@ def learning_curves(rows: Sequence[dict[str, float]], path: Path, best_epoch: in
     return path
 
 
+MAX_LABELLED_CLASSES = 30
+
+
 def confusion_matrix(matrix: np.ndarray, classes: Sequence[str], path: Path) -> Path:
-    size = max(4.0, 0.45 * len(classes) + 2)
+    """Cell counts and tick labels only up to 30 classes: hundreds (e.g. glyphs) would make a huge, unreadable
+    figure that takes minutes to draw; above that the matrix is drawn as an image of fixed size."""
+    labelled = len(classes) <= MAX_LABELLED_CLASSES
+    size = max(4.0, 0.45 * len(classes) + 2) if labelled else 10.0
     fig, ax = plt.subplots(figsize=(size, size))
     ax.imshow(matrix, cmap="Blues")
-    ax.set_xticks(range(len(classes)), classes)
-    ax.set_yticks(range(len(classes)), classes)
+    if labelled:
+        ax.set_xticks(range(len(classes)), classes)
+        ax.set_yticks(range(len(classes)), classes)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     threshold = matrix.max() / 2 if matrix.size else 0
-    for (i, j), v in np.ndenumerate(matrix):
+    for (i, j), v in np.ndenumerate(matrix if labelled else np.empty((0, 0))):
         ax.text(j, i, str(v), ha="center", va="center", fontsize=8, color="white" if v > threshold else "black")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

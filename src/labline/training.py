@@ -163,31 +163,12 @@ def test(run: PreparedRun, checkpoint: Path, reports: Path) -> dict[str, float]:
     write_json(metrics, reports / "metrics.json")
     run.tracker.log_metrics(metrics)
     if getattr(run.task, "test_probs", None):
-        _classification_reports(run, reports)
+        classification_reports(run.tracker, run.data.classes, torch.cat(run.task.test_probs).numpy(),
+                               torch.cat(run.task.test_targets).numpy(), run.data.parts["test"], reports)
     # Tasks with outputs of their own (attention maps, episode accuracies, ...) return files to keep.
     for path in getattr(run.task, "test_artifacts", lambda folder: [])(reports):
         run.tracker.log_artifact(Path(path), "test")
     return metrics
-
-
-def _classification_reports(run: PreparedRun, reports: Path) -> None:
-    """Confusion matrix (JSON, PNG), per-sample predictions for ``dvc plots``, probabilities for ensembles."""
-    from sklearn.metrics import confusion_matrix
-
-    probs = torch.cat(run.task.test_probs).numpy()
-    targets = torch.cat(run.task.test_targets).numpy()
-    predicted = probs.argmax(1)
-    classes = run.data.classes
-    matrix = confusion_matrix(targets, predicted, labels=list(range(len(classes))))
-    write_json({"classes": classes, "matrix": matrix.tolist()}, reports / "confusion_matrix.json")
-    cm_png = plots.confusion_matrix(matrix, classes, reports / "confusion_matrix.png")
-    rows = [{"actual": classes[a], "predicted": classes[p]} for a, p in zip(targets, predicted, strict=True)]
-    write_json(rows, reports / "predictions.json")
-    run.tracker.log_artifact(cm_png, "plots")
-    run.tracker.log_dict({"classes": classes, "matrix": matrix.tolist()}, "confusion_matrix.json")
-    with tempfile.TemporaryDirectory() as tmp:
-        np.savez(Path(tmp) / "test.npz", probs=probs, targets=targets, index=run.data.parts["test"])
-        run.tracker.log_artifact(Path(tmp) / "test.npz", "predictions")
 
 
 def classification_reports(tracker: Any, classes: list[str], probs: np.ndarray, targets: np.ndarray, index: np.ndarray,

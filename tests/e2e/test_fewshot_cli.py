@@ -48,7 +48,8 @@ def test_protonet_experiment_through_the_cli(project: Path, tmp_path: Path) -> N
 
 
 def test_impossible_episode_exits_2_with_one_line_and_no_run(project: Path) -> None:
-    result = run_cli(project, "labline", "train", "experiment=fewshot_protonet_glyphs", *REDUCED, "task.datamodule.way=11")
+    result = run_cli(project, "labline", "train", "experiment=fewshot_protonet_glyphs", *REDUCED, "split.val=12",
+                     "task.datamodule.way=11")
     assert result.returncode == 2, result.stderr[-2000:]
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "task.datamodule.way" in lines[0] and "novel classes" in lines[0], result.stderr

@@ -45,8 +45,9 @@ def _sweep(project: Path, study: str, *args: str) -> subprocess.CompletedProcess
 def test_pruning_study_with_a_failing_trial(project: Path) -> None:
     # lr=1e30 makes SGD diverge: the non-finite guard raises inside fit, at runtime
     result = _sweep(project, "prune", "threads=1", "hydra.sweeper.n_trials=5", "hydra.sweeper.max_failures=10",
-                    "hydra.sweeper.sampler.name=random", "hydra.sweeper.pruner.n_startup_trials=2",
-                    "hydra.sweeper.pruner.n_warmup_steps=0", "optimizer=sgd", "optimizer.lr=choice(0.03, 0.003, 0.0003, 1e30)")
+                    "hydra.sweeper.sampler.name=random", "hydra.sweeper.pruner.name=median",
+                    "+hydra.sweeper.pruner.n_startup_trials=2", "+hydra.sweeper.pruner.n_warmup_steps=0", "optimizer=sgd",
+                    "optimizer.lr=choice(0.03, 0.003, 0.0003, 1e30)")
     trials = _study(project, "prune").trials
     states = [t.state for t in trials]
     assert sum(s in FINISHED for s in states) == 5

@@ -101,6 +101,9 @@ class TargetBags:
                 raise ConfigError(f"data.bags.{key}", f"must be a positive integer, got {count!r}")
         self.target = str(target)
         self.counts = {"train": train_bags, "val": val_bags, "test": test_bags}
+        unknown = sorted(set(size or {}) - set(BagSize.__dataclass_fields__))
+        if unknown:
+            raise ConfigError("data.bags.size", f"unknown keys {unknown}", sorted(BagSize.__dataclass_fields__))
         self.size = BagSize(**dict(size or {}))
         self.seed = seed
 
@@ -138,14 +141,15 @@ def read_assignment(path: Path) -> dict[str, tuple[list[int], int]]:
     if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) and set(FILE_COLUMNS) <= set(r) for r in rows):
         raise ConfigError(str(path), "needs one row per instance with the fields bag, instance, label", FILE_COLUMNS)
     bags: dict[str, tuple[list[int], int]] = {}
-    for line, row in enumerate(rows, start=2):
+    for number, row in enumerate(rows, start=1):
+        where = f"{path} (row {number})"
         try:
             instance, label = int(row["instance"]), int(row["label"])
         except (TypeError, ValueError):
-            raise ConfigError(f"{path}:{line}", "instance and label must be integers", "instance index, class index") from None
+            raise ConfigError(where, "instance and label must be integers", "instance index, class index") from None
         members, known = bags.setdefault(str(row["bag"]), ([], label))
         if label != known:
-            raise ConfigError(f"{path}:{line}", f"bag '{row['bag']}' has labels {known} and {label}", "one label per bag")
+            raise ConfigError(where, f"bag '{row['bag']}' has labels {known} and {label}", "one label per bag")
         members.append(instance)
     return bags
 
@@ -179,7 +183,7 @@ class BagFile:
             parts = sorted(set(part_of[idx]) - {""})
             if len(parts) > 1:
                 raise ConfigError(str(self.path), f"bag '{bag}' has instances in the {' and '.join(parts)} parts",
-                                  "split=bag_holdout-style splits that keep each bag in one part")
+                                  "split._target_=labline.data.bags.bag_holdout, see experiment=mil_tiles")
             if parts:
                 grouped[parts[0]].append((bag, idx, label))
         split = {part: Bags([m for _, m, _ in rows], np.array([label for *_, label in rows], dtype=np.int64),
@@ -193,15 +197,19 @@ def bag_holdout(y: np.ndarray, path: str, val: float = 0.2, test: float = 0.2, s
 
     Splitting instances would scatter a slide's tiles over train and test; here each bag's
     instances stay together, so ``preprocess`` fits its statistics on training bags only.
-    Instances in no bag belong to no part.
+    Instances in no bag belong to no part; an instance in bags of two parts is an error.
     """
     assignment = read_assignment(Path(path))
     members = [np.asarray(m, dtype=np.int64) for m, _ in assignment.values()]
-    if max(int(m.max()) for m in members) >= len(y):
+    if min(int(m.min()) for m in members) < 0 or max(int(m.max()) for m in members) >= len(y):
         raise ConfigError(path, f"names instances outside 0..{len(y) - 1}", "indices into the dataset's samples")
     bag_parts = holdout(np.array([label for _, label in assignment.values()]), val, test, stratify, seed, name)
-    return {part: np.unique(np.concatenate([members[b] for b in bags])) if len(bags) else np.empty(0, np.int64)
-            for part, bags in bag_parts.items()}
+    parts = {part: np.unique(np.concatenate([members[b] for b in bags])) if len(bags) else np.empty(0, np.int64)
+             for part, bags in bag_parts.items()}
+    shared = np.intersect1d(parts["train"], np.concatenate([parts["val"], parts["test"]]))
+    if len(shared) or len(np.intersect1d(parts["val"], parts["test"])):
+        raise ConfigError(path, "some instances belong to bags of different parts", "each instance in one bag only")
+    return parts
 
 
 class BagDataset(Dataset):

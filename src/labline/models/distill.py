@@ -54,15 +54,15 @@ class LoadedClassifier:
     run_id: str | None
 
 
-def input_shape(config: Mapping[str, Any]) -> tuple[int, ...]:
-    """The shape of one input sample of the data ``config`` trains on.
+def input_shape(config: Mapping[str, Any], root: Path | None = None) -> tuple[int, ...]:
+    """The shape of one input sample of the data ``config`` trains on (``root``: the project, default the workspace).
 
     ``build_task`` hands a task its modules but not the input shape, and a teacher cannot be rebuilt
     without it (backbones size their layers from it), so it is read from the processed data itself.
     """
     from labline.data.stages import load_processed
 
-    return tuple(load_processed(OmegaConf.create(dict(config)), workspace_root()).x.shape[1:])
+    return tuple(load_processed(OmegaConf.create(dict(config)), root or workspace_root()).x.shape[1:])
 
 
 def _recorded_run_id(checkpoint: Path) -> str | None:

@@ -105,7 +105,8 @@ class MILTask(pl.LightningModule):
     """Bag classification: the backbone encodes every instance, the pooling head makes the bag's prediction.
 
     ``examples`` test bags are drawn with their instances ranked by weight (``attention_bags.png``);
-    every test bag's weights go to ``attention.json``.
+    every test bag's weights go to ``attention.json``. Prefer an encoder without batch norm: with few
+    bags per batch, batch statistics are those of the bag itself, which evaluation never sees.
     """
 
     def __init__(self, backbone: nn.Module, head: nn.Module, loss: nn.Module, optimizer: Callable[..., torch.optim.Optimizer],
@@ -118,7 +119,7 @@ class MILTask(pl.LightningModule):
         self.backbone, self.head, self.loss_fn = backbone, head, loss
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.monitor, self.monitor_mode = monitor, monitor_mode
-        self.examples = examples
+        self.examples = positive_int(examples, "task.examples")
         self.loss_target = labels.check_encoding(getattr(loss, "target", "index"))
         self.metrics = nn.ModuleDict({f"{part}_metrics": bag_metrics(num_classes).clone(prefix=f"{part}/")
                                       for part in ("train", "val", "test")})

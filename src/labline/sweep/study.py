@@ -107,7 +107,7 @@ def make_sampler(spec: dict[str, Any], space: SearchSpace, seed: int | None) -> 
 
 
 def make_pruner(spec: dict[str, Any]) -> optuna.pruners.BasePruner:
-    name = spec.get("name", "median")
+    name = spec.get("name", "hyperband")
     if name not in PRUNERS:
         raise ConfigError("hydra.sweeper.pruner.name", f"unknown pruner '{name}'", PRUNERS)
     options = {**PRUNER_DEFAULTS.get(name, {}), **_options(spec, PRUNERS[name], PRUNERS, "hydra.sweeper.pruner")}

@@ -114,7 +114,7 @@ class OptunaSweep:
         if len(objectives) != len(directions):
             raise ConfigError("hydra.sweeper.objective", f"{len(objectives)} objective(s) for {len(directions)} direction(s)",
                               "one objective per direction, e.g. [best_value, flops] with [maximize, minimize]")
-        if len(directions) > 1 and s.pruner.get("name", "median") != "none":
+        if len(directions) > 1 and s.pruner.get("name") != "none":
             raise ConfigError("hydra.sweeper.pruner.name", "Optuna cannot prune a multi-objective study", "none")
         self._check_monitor(directions[0], objectives[0])
         for key in ("n_trials", "n_jobs", "max_failures"):
