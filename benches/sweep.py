@@ -4,7 +4,7 @@ Every variant runs the real `labline train -m hparams_search=digits_cnn` (same s
 of trials, epochs per trial, sampler seed and training seed) into a throwaway MLflow store and study
 file, then reads the study: epochs actually trained and the best validation accuracy reached.
 
-    python benches/sweep.py [--trials 16] [--epochs 10] [--threads 1] [--variants default|all] [--out docs/benchmarks.md]
+    python benches/sweep.py [--trials 12] [--epochs 10] [--threads 1] [--variants default|all] [--out docs/benchmarks.md]
 """
 
 from __future__ import annotations
@@ -63,6 +63,20 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def verdicts(rows: list[dict]) -> list[str]:
+    """Per pruned variant: did it reach the unpruned best accuracy within a third of the unpruned epochs?"""
+    baseline = next(r for r in rows if r["variant"] == BASELINE)
+    lines = []
+    for row in rows:
+        if row["variant"] == BASELINE or row["variant"].startswith("random"):
+            continue
+        ratio, same = row["epochs"] / baseline["epochs"], row["best"] >= baseline["best"]
+        met = "met" if same and ratio <= 1 / 3 else "not met"
+        lines.append(f"- {row['variant']}: best {row['best']:.4f} vs {baseline['best']:.4f} unpruned, with "
+                     f"{ratio:.2f}x its epochs: goal {met} at this budget.")
+    return lines
+
+
 SECTION = "## Hyperparameter search: pruning vs none vs random (`benches/sweep.py`)"
 
 
@@ -82,7 +96,7 @@ def record(path: Path, body: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=16)
+    parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--variants", choices=["default", "all"], default="default",
@@ -107,7 +121,7 @@ def main() -> None:
             f"Successive halving (the preset) and hyperband: min_resource 1, reduction factor 3; median: 5 startup\n"
             f"trials, judged from epoch 3.\n"
             f"Epochs trained is the sum over all trials; the goal is the unpruned best accuracy for at most a third of its\n"
-            f"epochs.\n\n{result}")
+            f"epochs.\n\n{result}\n\n" + "\n".join(verdicts(rows)))
     record(Path(args.out), body)
 
 

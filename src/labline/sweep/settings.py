@@ -35,7 +35,7 @@ class SweeperSettings:
     # default: Optuna's benchmarks found it the best pruner for TPE (median for random search).
     pruner: dict[str, Any] = field(default_factory=lambda: {"name": "hyperband"})
     # Seconds between liveness records of a running trial (RDB storages); a trial silent for twice
-    # as long is FAILED as interrupted when the study is next used.
+    # as long is FAILED as interrupted when the study is next used. 0: no heartbeats.
     heartbeat_interval: int = 10
     # Where <study>_best.yaml is written; null: the project's conf/experiment.
     best_config_dir: Any = None

@@ -50,6 +50,7 @@ SAMPLERS: dict[str, type] = {"tpe": optuna.samplers.TPESampler, "random": optuna
                              "grid": _AskTellGridSampler, "cmaes": optuna.samplers.CmaEsSampler,
                              "nsga2": optuna.samplers.NSGAIISampler}
 
+
 def default_storage() -> str:
     return f"sqlite:///{project_root() / 'optuna.db'}"
 
@@ -138,7 +139,7 @@ def file_lock(path: Path) -> Iterator[None]:
 
 @dataclass
 class Budget:
-    """What the study still needs; ``None`` from ``next`` ends this worker's loop."""
+    """What the study still needs, judged from the storage alone, so every worker of a session agrees."""
 
     n_trials: int
     max_failures: int

@@ -85,7 +85,7 @@ class StudyTracking:
         """Best value and parameters, trial counts and plots on the parent run, then close it."""
         metrics = {k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         mlflow.log_metrics(metrics)
-        mlflow.set_tags({k: str(v)[:5000] for k, v in summary.items() if k not in metrics and not isinstance(v, (dict, list))})
+        mlflow.set_tags({f"best.{k}": str(v)[:5000] for k, v in summary.get("best_params", {}).items()})
         mlflow.log_dict({k: v for k, v in summary.items() if isinstance(v, (dict, list))}, "best.json")
         for path in plots:
             mlflow.log_artifact(str(path), artifact_path="plots")

@@ -15,10 +15,17 @@ from pathlib import Path
 
 from labline.paths import project_root
 
+# ``mlflow.set_tracking_uri`` also exports MLFLOW_TRACKING_URI (for subprocesses). A value labline itself
+# set in this process must not count as the user's choice, or a later project root would be ignored.
+_SET_HERE: set[str] = set()
+
 
 def tracking_uri(configured: str | None = None) -> str:
-    """``MLFLOW_TRACKING_URI`` if set, else the config's, else ``sqlite:///<project>/mlflow.db``."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or configured or f"sqlite:///{project_root() / 'mlflow.db'}"
+    """``MLFLOW_TRACKING_URI`` if the user set it, else the config's, else ``sqlite:///<project>/mlflow.db``."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env and env not in _SET_HERE:
+        return env
+    return configured or f"sqlite:///{project_root() / 'mlflow.db'}"
 
 
 def artifact_location(experiment_name: str) -> str:
@@ -53,5 +60,6 @@ def ensure_experiment(experiment_name: str, configured_uri: str | None = None) -
             experiment_id = client.create_experiment(experiment_name, artifact_location=artifact_location(experiment_name))
         else:
             experiment_id = experiment.experiment_id
+    _SET_HERE.add(uri)
     mlflow.set_tracking_uri(uri)
     return uri, experiment_id
