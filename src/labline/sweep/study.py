@@ -51,16 +51,19 @@ SAMPLERS: dict[str, type] = {"tpe": optuna.samplers.TPESampler, "random": optuna
                              "nsga2": optuna.samplers.NSGAIISampler}
 
 
-def default_storage() -> str:
-    return f"sqlite:///{project_root() / 'optuna.db'}"
+def storage_location(url: str | None) -> str:
+    """The storage as a URL (default: SQLite in the project), or a journal file's absolute path
+    (relative paths are the project's)."""
+    url = url or f"sqlite:///{project_root() / 'optuna.db'}"
+    return url if "://" in url or Path(url).is_absolute() else str(project_root() / url)
 
 
 def make_storage(url: str | None, heartbeat_interval: int, on_stale: Callable[[optuna.Study, FrozenTrial], None],
                  create_tables: bool = True) -> BaseStorage:
     """An RDB URL (SQLite by default) gets heartbeats so a killed trial is detected; anything else is a journal file."""
-    url = url or default_storage()
+    url = storage_location(url)
     if "://" not in url:
-        path = Path(url) if Path(url).is_absolute() else project_root() / url
+        path = Path(url)
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
     if url.startswith("sqlite:///"):

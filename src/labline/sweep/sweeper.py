@@ -42,11 +42,11 @@ from labline.sweep.space import SYNTAX, SearchSpace, build_space
 from labline.sweep.study import (
     Budget,
     SharedStudy,
-    default_storage,
     make_pruner,
     make_sampler,
     make_storage,
     sampler_seed,
+    storage_location,
 )
 from labline.sweep.tracking import StudyTracking, best_trials, summarize
 from labline.tracking.tracker import PARENT_ENV
@@ -341,8 +341,8 @@ def _spec(spec: dict[str, Any]) -> str:
 
 
 def _public_url(url: str | None) -> str:
-    """The storage as printed and logged: default filled in, password hidden."""
-    url = url or default_storage()
+    """The storage as printed and logged: default filled in, journal path absolute, password hidden."""
+    url = storage_location(url)
     if "://" in url and "@" in url:
         from sqlalchemy.engine import make_url
 
