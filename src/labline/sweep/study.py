@@ -8,7 +8,6 @@ resumes to exactly ``n_trials`` finished trials.
 
 from __future__ import annotations
 
-import fcntl
 import importlib.util
 import inspect
 import threading
@@ -28,6 +27,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
 from labline.errors import ConfigError
+from labline.locks import file_lock
 from labline.paths import project_root
 from labline.sweep.space import SearchSpace
 
@@ -127,17 +127,6 @@ def sampler_seed(seed: int | None, trials_so_far: int, worker: int) -> int | Non
     if seed is None:
         return None
     return int(np.random.SeedSequence([seed, trials_so_far, worker]).generate_state(1)[0])
-
-
-@contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 @dataclass

@@ -7,12 +7,12 @@ experiment) happens under an exclusive file lock; later opens find it ready.
 
 from __future__ import annotations
 
-import fcntl
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from labline.locks import file_lock
 from labline.paths import project_root
 
 # ``mlflow.set_tracking_uri`` also exports MLFLOW_TRACKING_URI (for subprocesses). A value labline itself
@@ -37,14 +37,8 @@ def _store_lock(uri: str) -> Iterator[None]:
     if not uri.startswith("sqlite:///"):
         yield
         return
-    lock = Path(uri.removeprefix("sqlite:///") + ".lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with file_lock(Path(uri.removeprefix("sqlite:///") + ".lock")):
+        yield
 
 
 def ensure_experiment(experiment_name: str, configured_uri: str | None = None) -> tuple[str, str]:
