@@ -13,7 +13,7 @@ export MPLBACKEND := Agg
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,text]'
 	touch $(STAMP)
 
 install: $(STAMP)
