@@ -10,7 +10,9 @@ decided here, over the ordinary train / val / test parts:
   unseen together for generalised zero-shot.
 
 A class description is an attribute vector, spelled by the class name
-(``data=shapes``) or read from a YAML file mapping class -> vector.
+(``data=shapes``) or read from a YAML file mapping class -> vector, or (with
+``class_descriptions: text``) the sentence embedding of a class's text
+description (``labline.data.text_descriptions``).
 """
 
 from __future__ import annotations
@@ -23,12 +25,14 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from labline.data import text_descriptions
 from labline.data.datamodule import ArrayDataModule, Augment
 from labline.data.shapes import class_attributes
 from labline.data.stages import ProcessedData
 from labline.errors import ConfigError
 
 KEY = "task.datamodule"
+DESCRIPTION_SOURCES = ("attributes", "text")
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,7 @@ class ZeroShotClasses:
     attributes: list[str]
     descriptions: np.ndarray  # (classes, attributes) float32
     unseen: np.ndarray  # sorted class indices
+    texts: list[str] | None = None  # each class's sentence, when the descriptions are text embeddings
 
     @property
     def seen(self) -> np.ndarray:
@@ -118,17 +123,56 @@ def _named_unseen(classes: Sequence[str], descriptions: np.ndarray, names: Seque
     return idx
 
 
+def check_description_source(class_descriptions: str, class_texts: str | None, method: str) -> None:
+    """Reject a description source the settings cannot use, before any sentence model is loaded.
+
+    DAP scores a class by the probability of each of its attribute values, so it needs attributes in [0, 1];
+    a sentence embedding is a real-valued direction. ``class_texts`` outside text mode would be silently unused.
+    """
+    if class_descriptions not in DESCRIPTION_SOURCES:
+        raise ConfigError(f"{KEY}.class_descriptions", f"unknown source {class_descriptions!r}", DESCRIPTION_SOURCES)
+    if class_descriptions == "text" and method == "dap":
+        raise ConfigError("task.method", "dap predicts binary attributes; text descriptions are real-valued sentence "
+                          "embeddings", "task.method=compat, or task.datamodule.class_descriptions=attributes")
+    if class_texts and class_descriptions != "text":
+        raise ConfigError(f"{KEY}.class_texts", "is read only with class_descriptions=text",
+                          "task.datamodule.class_descriptions=text, or class_texts=null")
+
+
+def _split_attributes(classes: Sequence[str], class_attributes_file: str | None) -> np.ndarray:
+    """What the seen / unseen split must cover with text descriptions: the classes' attributes where they exist
+    (the file, or names that spell them), so text and attribute runs with one ``split_seed`` hold out the same
+    classes; else no columns, and any draw is valid (a sentence embedding has no attribute values to cover)."""
+    if class_attributes_file:
+        return read_class_attributes(class_attributes_file, classes)[1]
+    try:
+        return class_attributes(classes)[1]
+    except ConfigError:
+        return np.zeros((len(classes), 0), dtype=np.float32)
+
+
 def zero_shot_classes(classes: Sequence[str], unseen_count: int, unseen_classes: Sequence[str] | None,
-                      class_attributes_file: str | None, seed: int) -> ZeroShotClasses:
-    """Descriptions (from the file, else from the class names) and the checked seen / unseen split."""
-    names, matrix = (read_class_attributes(class_attributes_file, classes) if class_attributes_file
-                     else class_attributes(classes))
+                      class_attributes_file: str | None, seed: int, class_descriptions: str = "attributes",
+                      class_texts: str | None = None) -> ZeroShotClasses:
+    """Descriptions (attribute vectors from the file or the class names, or sentence embeddings) and the checked
+    seen / unseen split."""
+    texts = None
+    if class_descriptions == "text":
+        texts = text_descriptions.class_sentences(classes, class_texts)
+        split_basis = _split_attributes(classes, class_attributes_file)
+        matrix = text_descriptions.embed(texts)
+        names, source = [f"text{i}" for i in range(matrix.shape[1])], f"{KEY}.class_texts"
+    else:
+        names, matrix = (read_class_attributes(class_attributes_file, classes) if class_attributes_file
+                         else class_attributes(classes))
+        split_basis, source = matrix, f"{KEY}.class_attributes"
     _, first, counts = np.unique(matrix, axis=0, return_index=True, return_counts=True)
     if (counts > 1).any():
         twin = classes[int(first[np.argmax(counts > 1)])]
-        raise ConfigError(f"{KEY}.class_attributes", f"several classes share the description of '{twin}': "
-                          "zero-shot cannot tell them apart", "one distinct vector per class")
-    return ZeroShotClasses(list(classes), names, matrix, choose_unseen(classes, matrix, unseen_count, unseen_classes, seed))
+        raise ConfigError(source, f"several classes share the description of '{twin}': zero-shot cannot tell them apart",
+                          "one distinct description per class")
+    unseen = choose_unseen(classes, split_basis, unseen_count, unseen_classes, seed)
+    return ZeroShotClasses(list(classes), names, matrix, unseen, texts)
 
 
 class ZeroShotDataModule(ArrayDataModule):
@@ -137,13 +181,19 @@ class ZeroShotDataModule(ArrayDataModule):
     ``num_classes`` is the width of a class description: it is what the head predicts (attributes for
     DAP, a point in description space for the compatibility model); the task reads the classes from
     ``zero_shot``. ``unseen_classes`` names the held-out classes; without it ``unseen_count`` classes are drawn
-    with ``split_seed``, so ``seed`` can vary training over one class split.
+    with ``split_seed``, so ``seed`` can vary training over one class split. ``class_descriptions`` picks
+    attribute vectors or text embeddings (sentences from ``class_texts``, or written from shapes class names).
+    ``method`` is the task's (the config interpolates ``task.method``): it is read only to reject text with DAP
+    here, before a sentence model is loaded.
     """
 
     def __init__(self, data: ProcessedData, batch_size: int = 64, num_workers: int = 0, seed: int = 0,
                  augment: Augment | None = None, unseen_count: int = 6, unseen_classes: Sequence[str] | None = None,
-                 class_attributes: str | None = None, split_seed: int = 0):
-        self.zero_shot = zero_shot_classes(data.classes, unseen_count, unseen_classes, class_attributes, split_seed)
+                 class_attributes: str | None = None, split_seed: int = 0, class_descriptions: str = "attributes",
+                 class_texts: str | None = None, method: str = "compat"):
+        check_description_source(class_descriptions, class_texts, method)
+        self.zero_shot = zero_shot_classes(data.classes, unseen_count, unseen_classes, class_attributes, split_seed,
+                                           class_descriptions, class_texts)
         seen = np.isin(data.y, self.zero_shot.seen)
         parts = {**data.parts, **{part: data.parts[part][seen[data.parts[part]]] for part in ("train", "val")}}
         super().__init__(dataclasses.replace(data, parts=parts), batch_size, num_workers, seed, augment)

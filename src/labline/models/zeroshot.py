@@ -12,7 +12,9 @@ on can be predicted:
   seen classes;
 - ``compat`` (DeViSE-style, Frome et al. 2013): the head embeds the image in the
   description space; a class scores ``cos(embedding, description) / temperature``,
-  trained with a classification loss over the seen classes.
+  trained with a classification loss over the seen classes. The description space
+  is attribute vectors or sentence embeddings of text descriptions (DAP needs
+  attributes).
 
 Evaluation follows Xian et al. (2017): per-class mean top-1 accuracy. ZSL
 (``test/acc``) ranks unseen test images among unseen classes only; generalised
@@ -131,6 +133,7 @@ class ZeroShotTask(pl.LightningModule):
         position = torch.full((len(descriptions),), -1, dtype=torch.long)
         position[seen] = torch.arange(len(seen))
         self.class_names = zero_shot.classes
+        self.class_texts = zero_shot.texts
         self.register_buffer("descriptions", descriptions, persistent=False)
         self.register_buffer("seen", seen, persistent=False)
         self.register_buffer("seen_position", position, persistent=False)
@@ -186,9 +189,11 @@ class ZeroShotTask(pl.LightningModule):
                        "unseen": [self.class_names[c] for c in unseen.nonzero().flatten().tolist()],
                        "per_class": {kind: {self.class_names[c]: acc for c, acc in accs.items()}
                                      for kind, accs in per_class.items()}}
+        if self.class_texts is not None:
+            self.report["texts"] = dict(zip(self.class_names, self.class_texts, strict=True))
 
     def test_artifacts(self, reports_dir: Path) -> list[Path]:
-        """Which classes were unseen, and each class's ZSL and GZSL accuracy."""
+        """Which classes were unseen, each class's ZSL and GZSL accuracy, and the sentences of text descriptions."""
         path = Path(reports_dir) / "zeroshot.json"
         write_json(self.report, path)
         return [path]
