@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import signal
+from types import SimpleNamespace
 
 import lightning.pytorch as pl
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
 from conftest import ROOT
@@ -68,6 +70,20 @@ def test_nonfinite_skip_drops_the_batch_and_counts_it(compose, tmp_path) -> None
     assert run.info.status == "FINISHED"
     assert run.data.tags["skipped_batches"] == "1"
     assert 0.0 < result["test_accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize(("bad", "flagged"), [(float("nan"), True), (-float("inf"), True), (1e30, False)])
+def test_gradient_guard_flags_exactly_non_finite_entries(bad: float, flagged: bool) -> None:
+    """Huge but finite gradients are not 'non-finite' (a 2-norm of them would overflow to inf)."""
+    from labline.callbacks.guards import NonFiniteGuard
+
+    module = torch.nn.Linear(3, 2)
+    module.weight.grad = torch.ones(2, 3)
+    module.bias.grad = torch.tensor([1.0, bad])
+    guard = NonFiniteGuard("skip")
+    guard.on_before_optimizer_step(SimpleNamespace(global_step=7, current_epoch=0), module, None)
+    assert guard.skipped == int(flagged)
+    assert (module.weight.grad is None) == flagged
 
 
 def test_unknown_nonfinite_action_is_a_config_error(compose, tmp_path) -> None:
