@@ -14,6 +14,8 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+from labline.paths import project_root
+
 LAST = "last"
 
 
@@ -25,7 +27,9 @@ class Resume:
 
 
 def pointer(root: Path, config_hash: str) -> Path:
-    return root / ".labline" / "inflight" / f"{config_hash}.json"
+    """Kept beside the MLflow store the run lives in (the project root, also from a DVC temp workspace,
+    which is deleted after the stage), so whoever shares a store shares what there is to resume."""
+    return project_root(root) / ".labline" / "inflight" / f"{config_hash}.json"
 
 
 def _alive(pid: int) -> bool:
