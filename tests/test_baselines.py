@@ -8,7 +8,8 @@ from mlflow.tracking import MlflowClient
 from sklearn.metrics import adjusted_rand_score
 
 from conftest import ROOT
-from labline.baselines import build_estimator, cluster_to_class, clustering_scores, matched_accuracy
+from labline.baselines import build_estimator, classifier_scores, cluster_to_class, clustering_scores, matched_accuracy
+from labline.data.stages import load_processed
 from labline.errors import ConfigError
 from labline.tracking.store import tracking_uri
 from labline.training import train_job
@@ -32,7 +33,11 @@ def test_every_estimator_lands_in_mlflow_like_a_neural_run(compose, tmp_path) ->
     client = MlflowClient(tracking_uri())
     reference = client.get_run(neural["run_id"])
     tags = {k for k in reference.data.tags if not k.startswith(NEURAL_TAGS)}
-    artifacts = {"config.yaml", "confusion_matrix.json", "plots/confusion_matrix.png", "predictions/test.npz"}
+    with np.load(client.download_artifacts(neural["run_id"], "predictions/val.npz", str(tmp_path / "dl"))) as val:
+        # the validation pass scores the best checkpoint: its accuracy is the val/acc that checkpoint was chosen by
+        assert np.mean(val["probs"].argmax(1) == val["targets"]) == pytest.approx(neural["best_value"])
+    artifacts = {"config.yaml", "confusion_matrix.json", "plots/confusion_matrix.png", "predictions/test.npz",
+                 "predictions/val.npz"}
     for option in ESTIMATORS:
         result = train_job(compose(f"task={option}", *COMMON), tmp_path / option, ROOT)
         run = client.get_run(result["run_id"])
@@ -53,10 +58,19 @@ def test_every_estimator_lands_in_mlflow_like_a_neural_run(compose, tmp_path) ->
 
 
 def test_knn_reaches_the_expected_accuracy(compose, tmp_path) -> None:
-    """5-fold kNN (k=5) on all of digits scores 0.986 (PITFALLS.md); the 60/20/20 hold-out trains on 60%."""
-    result = train_job(compose("task=sklearn", *COMMON), tmp_path, ROOT)
+    """5-fold kNN (k=5) on all of digits scores 0.986 (PITFALLS.md); the 60/20/20 hold-out trains on 60%.
+    Its validation probabilities are saved whether or not it is tested, and are those val/acc was computed from."""
+    cfg = compose("task=sklearn", *COMMON)
+    result = train_job(cfg, tmp_path, ROOT)
     assert result["test_accuracy"] == pytest.approx(0.986, abs=0.02)
     assert result["monitor"] == "val/acc" and result["best_value"] > 0.95
+    untested = train_job(compose("task=sklearn", "test_after_fit=false", *COMMON), tmp_path / "untested", ROOT)
+    client = MlflowClient(tracking_uri())
+    assert _artifacts(client, untested["run_id"], "predictions") == {"predictions/val.npz"}
+    assert "test_accuracy" not in untested
+    with np.load(client.download_artifacts(untested["run_id"], "predictions/val.npz", str(tmp_path / "dl"))) as val:
+        assert np.array_equal(val["index"], load_processed(cfg, ROOT).parts["val"])
+        assert np.mean(val["probs"].argmax(1) == val["targets"]) == pytest.approx(result["best_value"])
 
 
 def test_matched_accuracy_and_ari_on_hand_made_labels() -> None:
@@ -71,6 +85,14 @@ def test_matched_accuracy_and_ari_on_hand_made_labels() -> None:
     # 3 * 6 / C(6, 2) = 1.2; max (3 + 6) / 2 = 4.5 -> (2 - 1.2) / (4.5 - 1.2) = 0.2424...
     assert clustering_scores(targets, merged)["ari"] == pytest.approx(0.8 / 3.3)
     assert clustering_scores(targets, merged)["ari"] == pytest.approx(adjusted_rand_score(targets, merged))
+
+
+def test_binary_scores_include_the_auc() -> None:
+    """Two classes (MIL bags, binary datasets, their ensembles): the AUC is the positive column's, the same as the
+    negative column's against the flipped labels."""
+    targets, positive = np.array([0, 1, 1, 0, 1]), np.array([0.2, 0.7, 0.4, 0.5, 0.9])
+    scores = classifier_scores(targets, np.stack([1 - positive, positive], 1))
+    assert scores["auroc_macro"] == pytest.approx(5 / 6) and scores["acc"] == pytest.approx(0.8)
 
 
 def test_estimator_options_are_checked_and_seeded(compose, tmp_path) -> None:

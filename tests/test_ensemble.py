@@ -1,7 +1,9 @@
-"""Ensembles: the four combination rules on hand-made probabilities, and members checked before combining."""
+"""Ensembles: the four combination rules on hand-made probabilities, weights fitted on validation predictions,
+and members checked before combining."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import mlflow
@@ -9,7 +11,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from labline.ensemble import combine, run_ensemble
+from labline.ensemble import Member, Predictions, combine, fit_weights, run_ensemble, shared_validation
 from labline.errors import ConfigError
 from labline.tracking.store import ensure_experiment, tracking_uri
 
@@ -18,6 +20,11 @@ from labline.tracking.store import ensure_experiment, tracking_uri
 PROBS = np.array([[[0.5, 0.4, 0.1], [0.1, 0.2, 0.7]],
                   [[0.5, 0.4, 0.1], [0.2, 0.1, 0.7]],
                   [[0.0, 1.0, 0.0], [0.3, 0.0, 0.7]]])
+# Their validation predictions on four samples: the first member is right on all, the others on half.
+VAL_TARGETS = np.array([0, 1, 2, 0])
+VAL_PROBS = np.array([[[0.7, 0.2, 0.1], [0.2, 0.7, 0.1], [0.1, 0.2, 0.7], [0.7, 0.2, 0.1]],
+                      [[0.7, 0.2, 0.1], [0.7, 0.2, 0.1], [0.1, 0.2, 0.7], [0.1, 0.7, 0.2]],
+                      [[0.1, 0.8, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8], [0.1, 0.8, 0.1]]])
 
 
 def test_max_voting_follows_the_majority_and_breaks_ties_by_probability() -> None:
@@ -55,21 +62,81 @@ def test_every_rule_gives_rows_summing_to_one(method: str) -> None:
     assert np.allclose(combine(PROBS, method, np.ones(3)).sum(1), 1.0)
 
 
-def _finished_run(tmp: Path, probs: np.ndarray, split_hash: str, val_acc: float) -> str:
-    """A finished run as labline records it: split hash tag, validation metric, predictions/test.npz."""
+def _log_loss(probs: np.ndarray, targets: np.ndarray) -> float:
+    return float(-np.mean(np.log(probs[np.arange(len(targets)), targets])))
+
+
+def test_fitted_weights_minimise_the_validation_log_loss() -> None:
+    """The fitted weights satisfy the optimality (KKT) conditions of the convex problem, so no weighting of these
+    members has a lower validation log loss; a member that is surely wrong gets no weight, duplicates equal ones."""
+    rng = np.random.default_rng(0)
+    targets = rng.integers(0, 3, size=200)
+    sharp, soft = np.full((200, 3), 0.05), np.full((200, 3), 0.3)
+    sharp[np.arange(200), targets], soft[np.arange(200), targets] = 0.9, 0.4
+    sharp[:40] = np.roll(sharp[:40], 1, axis=1)  # the sharp member is confidently wrong on a fifth of the samples
+    wrong = np.roll(sharp, 1, axis=1)
+    probs = np.stack([sharp, soft, wrong])
+    weights = fit_weights(probs, targets)
+    assert weights.sum() == pytest.approx(1.0) and weights[2] < 1e-6 and 0.2 < weights[0] < 0.8
+    # d(log loss)/dw_m = -mean_i p_mi / mix_i: equal to -1 for every member with weight, >= -1 for the others
+    gradient = -(probs[:, np.arange(200), targets] / (weights @ probs[:, np.arange(200), targets])).mean(1)
+    assert np.allclose(gradient[:2], -1.0, atol=1e-4) and gradient[2] >= -1.0
+    best = _log_loss(combine(probs, "weighted", weights), targets)
+    for other in [np.eye(3)[0], np.eye(3)[1], np.ones(3), *rng.dirichlet(np.ones(3), size=50)]:
+        assert best <= _log_loss(combine(probs, "weighted", other), targets) + 1e-9
+    twins = fit_weights(np.stack([soft, soft, sharp]), targets)
+    assert twins[0] == pytest.approx(twins[1])
+
+
+def _member(run_id: str, index: list[int] | None) -> Member:
+    val = None if index is None else Predictions(PROBS[0][:len(index)], np.array([0, 2][:len(index)]), np.array(index))
+    return Member(run_id, run_id, "0", {"split_hash": "abc"}, Predictions(PROBS[0], np.array([0, 2]), np.array([10, 11])), val)
+
+
+def test_weights_are_fitted_only_on_shared_validation_samples() -> None:
+    """Folds of a cross-validation share the test part but not their validation parts: they can be averaged, but
+    weights fitted on their validation predictions would mix different samples, so that is refused in one line."""
+    same = [_member("a", [1, 2]), _member("b", [1, 2])]
+    assert shared_validation(same, required=True)
+    folds = [_member("a", [1, 2]), _member("b", [3, 4])]
+    assert not shared_validation(folds, required=False)
+    with pytest.raises(ConfigError, match="runs a and b saved different validation samples") as err:
+        shared_validation(folds, required=True)
+    assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match="run b has no predictions/val.npz"):
+        shared_validation([_member("a", [1, 2]), _member("b", None)], required=True)
+    assert not shared_validation([_member("a", [1, 2]), _member("b", None)], required=False)
+
+
+@pytest.mark.parametrize(("method", "metric", "weights", "message"),
+                         [("average", None, "val", "--weights: --method average takes no weights"),
+                          ("weighted", "val/acc", "val", "--metric: --weights val fits the weights"),
+                          ("weighted", None, "best", "--weights: unknown weighting 'best'"),
+                          ("weighted", None, "metric", "--metric: .*or --weights val")])
+def test_weighting_options_are_checked_first(tmp_path, method: str, metric: str | None, weights: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        run_ensemble(["a", "b"], None, method, metric, tmp_path, weights=weights)
+
+
+def _finished_run(tmp: Path, probs: np.ndarray, split_hash: str, val_acc: float, val_probs: np.ndarray | None = None) -> str:
+    """A finished run as labline records it: split hash tag, validation metric, predictions/test.npz and, when
+    given, predictions/val.npz."""
     _, experiment_id = ensure_experiment("unit")
     with mlflow.start_run(experiment_id=experiment_id) as run:
         mlflow.set_tags({"split_hash": split_hash, "dataset": "toy"})
         mlflow.log_metric("val/acc", val_acc)
-        path = tmp / run.info.run_id / "test.npz"
-        path.parent.mkdir()
-        np.savez(path, probs=probs, targets=np.array([0, 2]), index=np.array([10, 11]))
-        mlflow.log_artifact(str(path), "predictions")
+        folder = tmp / run.info.run_id
+        folder.mkdir()
+        np.savez(folder / "test.npz", probs=probs, targets=np.array([0, 2]), index=np.array([10, 11]))
+        mlflow.log_artifact(str(folder / "test.npz"), "predictions")
+        if val_probs is not None:
+            np.savez(folder / "val.npz", probs=val_probs, targets=VAL_TARGETS, index=np.arange(len(VAL_TARGETS)))
+            mlflow.log_artifact(str(folder / "val.npz"), "predictions")
     return run.info.run_id
 
 
 def test_ensemble_run_links_its_members(tmp_path) -> None:
-    ids = [_finished_run(tmp_path, PROBS[i], "abc", acc) for i, acc in enumerate((0.9, 0.8, 0.7))]
+    ids = [_finished_run(tmp_path, PROBS[i], "abc", acc, VAL_PROBS[i]) for i, acc in enumerate((0.9, 0.8, 0.7))]
     result = run_ensemble(ids, None, "weighted", "val/acc", tmp_path)
     run = MlflowClient(tracking_uri()).get_run(result["run_id"])
     assert run.data.tags["ensemble_members"] == ",".join(ids) and run.data.tags["split_hash"] == "abc"
@@ -78,8 +145,21 @@ def test_ensemble_run_links_its_members(tmp_path) -> None:
     # the confident third member outweighs the two others on sample 0: an ensemble can lose to its best member
     assert run.data.metrics["test_accuracy"] == 0.5 and run.data.metrics["members_best_test_accuracy"] == 1.0
     assert (tmp_path / "outputs").exists()
+    assert {"val/acc", "val/loss"} <= set(run.data.metrics)  # every member saved the same validation samples
     found = run_ensemble([], "tags.dataset = 'toy'", "average", None, tmp_path)
     assert MlflowClient(tracking_uri()).get_run(found["run_id"]).data.tags["ensemble_members"].split(",") == ids
+    # Fitted on validation, the weights go to the first member, the only one right on every validation sample, so the
+    # ensemble is right on both test samples where the metric-weighted one was not.
+    fitted = run_ensemble(ids, None, "weighted", None, tmp_path, weights="val")
+    run = MlflowClient(tracking_uri()).get_run(fitted["run_id"])
+    weights = json.loads(run.data.params["weights"])
+    assert run.data.params["weights_from"] == "val" and weights[0] > 0.99 and sum(weights) == pytest.approx(1.0, abs=1e-5)
+    assert fitted["test_accuracy"] == 1.0 and fitted["val/acc"] == 1.0
+    assert fitted["val/loss"] <= _log_loss(VAL_PROBS.mean(0), VAL_TARGETS)
+    saved = MlflowClient(tracking_uri()).download_artifacts(fitted["run_id"], "predictions/val.npz", str(tmp_path / "dl"))
+    with np.load(saved) as val:
+        assert np.allclose(val["probs"], combine(VAL_PROBS, "weighted", np.array(weights)), atol=1e-5)
+        assert val["index"].tolist() == list(range(len(VAL_TARGETS)))
 
 
 def test_members_tested_on_different_splits_are_refused(tmp_path) -> None:

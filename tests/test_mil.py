@@ -186,3 +186,52 @@ def test_bring_your_own_tiles_experiment(compose, tmp_path) -> None:
     assert dm.classes == ["0", "1"] and dm.input_shape == (1, 4, 4)
     batch = next(iter(dm.train_dataloader()))
     assert batch["x"].shape == (2, 4, 1, 4, 4) and batch["mask"].all()
+
+
+def _bag_module(seed: int) -> BagDataModule:
+    return BagDataModule(_data(), TargetBags(target=9, train_bags=12, val_bags=6, test_bags=8, size={"mean": 4, "std": 1}),
+                         batch_size=2, seed=seed, eval_batch_size=4)
+
+
+def _order(loader: torch.utils.data.DataLoader) -> list[int]:
+    return [int(b) for batch in loader for b in batch["bag"]]
+
+
+def test_bag_loaders_are_seeded_and_leave_the_global_rng_alone() -> None:
+    """Shuffling depends on (seed, epoch) only, and iterating a loader draws nothing from torch's global RNG
+    (a loader without its own generator draws its workers' base seed there, shifting every later dropout
+    mask by when it was iterated: after a resume, at another moment)."""
+    first, again, other = (_bag_module(seed).train_dataloader() for seed in (0, 0, 1))
+    state = torch.get_rng_state()
+    epoch0 = _order(first)
+    assert epoch0 == _order(again) and sorted(epoch0) == list(range(12))
+    assert torch.equal(torch.get_rng_state(), state)
+    assert epoch0 != _order(other)
+    modules = [_bag_module(0) for _ in range(2)]
+    loaders = [dm.train_dataloader() for dm in modules]
+    for dm in modules:
+        dm.set_epoch(3)  # what EpochSeed calls at every epoch start, also the first one after a resume
+    assert _order(loaders[0]) == _order(loaders[1]) != epoch0
+
+
+def test_mil_exposes_bag_probabilities_for_the_test_and_validation_bags() -> None:
+    """What ``labline.training.test`` saves as predictions/test.npz and val.npz: one row of bag probabilities per
+    bag in the part's order, its label, and the bag ids as index; the validation pass leaves the test loader as it was."""
+    import lightning.pytorch as pl
+
+    from labline.predictions import part_index, serving_as_test, task_probabilities
+
+    dm, task = _bag_module(0), _task(_heads()["mil_attention"])
+    trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    for part in ("test", "val"):
+        with serving_as_test(dm, part):
+            trainer.test(task, datamodule=dm, verbose=False)
+        probs, targets = task_probabilities(task)
+        bags = dm.parts[part]
+        assert probs.shape == (len(bags), 2) and np.allclose(probs.sum(1), 1.0, atol=1e-6)
+        assert np.array_equal(targets, bags.labels)
+        assert part_index(dm, part).tolist() == bags.ids == [f"{part}-{i}" for i in range(len(bags))]
+        with torch.no_grad():  # the last bag scored alone
+            single = task(torch.from_numpy(dm.data.x[bags.members[-1]]))[0]
+        assert torch.allclose(single.softmax(-1)[0], torch.from_numpy(probs[-1]), atol=1e-5)
+    assert dm.sets["test"] is dm.part_dataset("test")

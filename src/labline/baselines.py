@@ -5,7 +5,7 @@ estimator reads the same processed arrays (prepare -> split -> preprocess, stati
 the train part) and records the same MLflow run: the resolved config (without the groups only a
 network uses: backbone, head, loss, optimizer, ...), provenance tags including ``split_hash``,
 ``val/`` and test metrics under the neural runs' names, the confusion matrix,
-``predictions/test.npz`` (so baselines can join ensembles) and ``metrics.json``.
+``predictions/val.npz`` and ``predictions/test.npz`` (so baselines can join ensembles) and ``metrics.json``.
 
 A classifier fits the train part. Its probabilities come from ``predict_proba``; an estimator
 without it (e.g. ``SVC(probability=False)``) saves its predictions one-hot (tag ``probabilities``).
@@ -29,6 +29,7 @@ from labline.config import to_plain
 from labline.data.files import write_json
 from labline.data.stages import ProcessedData, load_processed
 from labline.errors import ConfigError
+from labline.predictions import log_predictions
 from labline.training import METRIC_NAMES, classification_reports, config_hash, setup_runtime, split_hash
 
 NEURAL_GROUPS = ("backbone", "head", "loss", "optimizer", "scheduler", "trainer", "callbacks", "augment")
@@ -87,8 +88,9 @@ def clustering_scores(targets: np.ndarray, clusters: np.ndarray) -> dict[str, fl
 
 
 def classifier_scores(targets: np.ndarray, probs: np.ndarray, probabilities: bool = True) -> dict[str, float]:
-    """Accuracy, macro precision / recall / F1, macro one-vs-rest ROC-AUC of the scores (when every class is present)
-    and, for real probabilities, the log loss (the neural runs' ``loss``); named as the neural tasks log them."""
+    """Accuracy, macro precision / recall / F1, macro one-vs-rest ROC-AUC of the scores (when every class is present;
+    for two classes the AUC of the second, which both one-vs-rest AUCs equal) and, for real probabilities, the log
+    loss (the neural runs' ``loss``); named as the neural tasks log them."""
     from sklearn.metrics import accuracy_score, f1_score, log_loss, precision_score, recall_score, roc_auc_score
 
     predicted, every = probs.argmax(1), list(range(probs.shape[1]))
@@ -99,7 +101,9 @@ def classifier_scores(targets: np.ndarray, probs: np.ndarray, probabilities: boo
     if probabilities:
         scores["loss"] = log_loss(targets, probs, labels=every)
     if len(np.unique(targets)) == probs.shape[1]:
-        scores["auroc_macro"] = roc_auc_score(targets, probs, multi_class="ovr", average="macro", labels=every)
+        binary = probs.shape[1] == 2  # scikit-learn takes binary scores as one column
+        scores["auroc_macro"] = (roc_auc_score(targets, probs[:, 1]) if binary
+                                 else roc_auc_score(targets, probs, multi_class="ovr", average="macro", labels=every))
     return {k: float(v) for k, v in scores.items()}
 
 
@@ -145,9 +149,12 @@ class _Fitted:
         return {**clustering_scores(targets, clusters), **classifier_scores(targets, probs, False)}, probs, False
 
 
-def run(cfg: DictConfig, out_dir: Path, root: Path) -> dict[str, Any]:
-    """The ``task.runner`` of the baseline tasks: fit on the train part, score val, test once (unless
-    ``test_after_fit: false``); returns what ``train_and_test`` returns, ``best_value`` being ``task.monitor``."""
+def run(cfg: DictConfig, out_dir: Path, root: Path, do_test: bool | None = None,
+        tags: dict[str, str] | None = None) -> dict[str, Any]:
+    """The ``task.runner`` of the baseline tasks: fit on the train part, score val (its probabilities logged as
+    ``predictions/val.npz``), test once unless ``do_test`` is false (default: ``test_after_fit``); ``tags`` are
+    added to the run's. Returns what ``train_and_test`` returns, ``best_value`` being ``task.monitor``."""
+    do_test = bool(cfg.get("test_after_fit", True)) if do_test is None else do_test
     setup_runtime(cfg)
     full = to_plain(cfg)
     config = {k: v for k, v in full.items() if k not in NEURAL_GROUPS}
@@ -155,9 +162,9 @@ def run(cfg: DictConfig, out_dir: Path, root: Path) -> dict[str, Any]:
     estimator = build_estimator(cfg.task.get("estimator"), cfg.seed, len(data.classes))
     tracker = build(cfg.logger, "logger")
     name = estimator_name(estimator)
-    tags = {"seed": str(cfg.seed), "dataset": cfg.data.name, "data_md5": data.md5, "data_fingerprint": data.fingerprint,
-            "split_hash": split_hash(data), "config_hash": config_hash(full),
-            "estimator": f"{type(estimator).__module__}.{type(estimator).__name__}"}
+    run_tags = {"seed": str(cfg.seed), "dataset": cfg.data.name, "data_md5": data.md5, "data_fingerprint": data.fingerprint,
+                "split_hash": split_hash(data), "config_hash": config_hash(full),
+                "estimator": f"{type(estimator).__module__}.{type(estimator).__name__}", **(tags or {})}
     monitor = str(cfg.task.get("monitor", "val/acc"))
     report.config_tree(config)
     metrics: dict[str, float] = {}
@@ -166,10 +173,13 @@ def run(cfg: DictConfig, out_dir: Path, root: Path) -> dict[str, Any]:
         fitted = _Fitted(estimator, data, data.x.reshape(len(data.x), -1).astype(np.float64))
     except (ValueError, TypeError) as exc:
         raise ConfigError("task.estimator", " ".join(str(exc).split())) from None
-    with tracker.start(cfg.run_name or f"{cfg.data.name}-{name}-seed{cfg.seed}", config, tags, root):
-        val = fitted.scores("val")[0] if len(data.parts["val"]) else {}
+    with tracker.start(cfg.run_name or f"{cfg.data.name}-{name}-seed{cfg.seed}", config, run_tags, root):
+        val: dict[str, float] = {}
+        if len(data.parts["val"]):
+            val, val_probs, _ = fitted.scores("val")
+            log_predictions(tracker, "val", val_probs, data.y[data.parts["val"]], data.parts["val"])
         tracker.log_metrics({f"val/{k}": v for k, v in val.items()}, step=0)
-        if cfg.get("test_after_fit", True):
+        if do_test:
             scores, probs, real = fitted.scores("test")
             metrics = {METRIC_NAMES.get(f"test/{k}", f"test_{k}"): v for k, v in scores.items()}
             write_json(metrics, out_dir / "metrics.json")

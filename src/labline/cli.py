@@ -123,7 +123,8 @@ def _docs(args: argparse.Namespace) -> None:
 def _ensemble(args: argparse.Namespace) -> None:
     from labline.ensemble import run_ensemble
 
-    result = run_ensemble(args.run_ids, args.filter, args.method, args.metric, workspace_root(), run_name=args.run_name)
+    result = run_ensemble(args.run_ids, args.filter, args.method, args.metric, workspace_root(), run_name=args.run_name,
+                          weights=args.weights)
     print(f"ensemble run {result['run_id']}: test_accuracy {result['test_accuracy']:.4f}")
 
 
@@ -160,11 +161,14 @@ def _parser() -> argparse.ArgumentParser:
     docs = sub.add_parser("docs", help="regenerate docs/components.md from conf/")
     docs.add_argument("--output", default="docs/components.md")
     docs.set_defaults(func=_docs)
-    ens = sub.add_parser("ensemble", help="combine the test predictions of finished runs into an ensemble run")
+    ens = sub.add_parser("ensemble", help="combine the predictions of finished runs into an ensemble run")
     ens.add_argument("run_ids", nargs="*", help="member run ids")
     ens.add_argument("--filter", help="MLflow search filter selecting members, e.g. \"tags.dataset = 'digits'\"")
     ens.add_argument("--method", default="average", help="vote | average | weighted | rank (default: average)")
     ens.add_argument("--metric", help="validation metric weighing members for --method weighted, e.g. val/acc")
+    ens.add_argument("--weights", default="metric",
+                     help="for --method weighted: metric (each member's --metric) | val (fitted on the members' validation "
+                          "predictions, minimising log loss)")
     ens.add_argument("--run-name", help="name of the ensemble's MLflow run")
     ens.set_defaults(func=_ensemble)
     dc = sub.add_parser("distill-compare", help="table a distillation study: teacher, student from scratch, distilled student")

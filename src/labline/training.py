@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from labline.errors import ConfigError
 from labline.interrupts import Interrupted, graceful_signals
 from labline.metrics.complexity import model_complexity
 from labline.models.build import build_task
+from labline.predictions import log_predictions, log_validation_predictions, part_index, task_probabilities
 
 CHECKPOINT_NAME = "model"
 METRIC_NAMES = {"test/acc": "test_accuracy", "test/f1_macro": "test_f1_macro", "test/loss": "test_loss"}
@@ -157,17 +157,22 @@ def fit(run: PreparedRun, resume_from: Path | None = None) -> Path:
 
 
 def test(run: PreparedRun, checkpoint: Path, reports: Path) -> dict[str, float]:
-    """Evaluate the checkpoint on the test split once; write metrics (and what the task adds) to reports/ and MLflow."""
+    """Evaluate the checkpoint on the test split once; write metrics (and what the task adds) to reports/ and MLflow.
+
+    A classifier's probabilities on the validation part come last (``predictions/val.npz``, one more pass of the
+    same checkpoint over it), as ensembles fit their weights on them."""
     results = run.trainer.test(run.task, datamodule=run.datamodule, ckpt_path=str(checkpoint), verbose=False)[0]
     metrics = {METRIC_NAMES.get(k, k.replace("/", "_")): float(v) for k, v in results.items()}
     write_json(metrics, reports / "metrics.json")
     run.tracker.log_metrics(metrics)
-    if getattr(run.task, "test_probs", None):
-        classification_reports(run.tracker, run.data.classes, torch.cat(run.task.test_probs).numpy(),
-                               torch.cat(run.task.test_targets).numpy(), run.data.parts["test"], reports)
+    found = task_probabilities(run.task)
+    if found is not None:
+        classes = getattr(run.datamodule, "classes", run.data.classes)  # a bag datamodule's classes are the bags'
+        classification_reports(run.tracker, classes, *found, part_index(run.datamodule, "test"), reports)
     # Tasks with outputs of their own (attention maps, episode accuracies, ...) return files to keep.
     for path in getattr(run.task, "test_artifacts", lambda folder: [])(reports):
         run.tracker.log_artifact(Path(path), "test")
+    log_validation_predictions(run, checkpoint)
     return metrics
 
 
@@ -188,9 +193,7 @@ def classification_reports(tracker: Any, classes: list[str], probs: np.ndarray, 
     write_json(rows, reports / "predictions.json")
     tracker.log_artifact(cm_png, "plots")
     tracker.log_dict({"classes": classes, "matrix": matrix.tolist()}, "confusion_matrix.json")
-    with tempfile.TemporaryDirectory() as tmp:
-        np.savez(Path(tmp) / "test.npz", probs=probs, targets=targets, index=index)
-        tracker.log_artifact(Path(tmp) / "test.npz", "predictions")
+    log_predictions(tracker, "test", probs, targets, index)
 
 
 def train_and_test(cfg: DictConfig, out_dir: Path, root: Path, do_test: bool | None = None,
@@ -220,7 +223,11 @@ def train_and_test(cfg: DictConfig, out_dir: Path, root: Path, do_test: bool | N
         resume.mark(root, chash, out_dir, run.tracker.run_id)
         try:
             best = fit(run, previous.checkpoint if previous else None)
-            metrics = test(run, best, out_dir) if do_test else {}
+            if do_test:
+                metrics = test(run, best, out_dir)
+            else:  # validation is not the test split: its predictions are saved for ensembles either way
+                metrics = {}
+                log_validation_predictions(run, best)
         except Interrupted:
             raise
         except BaseException:
@@ -235,10 +242,8 @@ def train_and_test(cfg: DictConfig, out_dir: Path, root: Path, do_test: bool | N
 
 
 def train_job(cfg: DictConfig, out_dir: Path, root: Path) -> dict[str, Any]:
-    """What one ``labline train`` job runs (each job of a ``-m`` sweep too).
-
-    A task whose config names a ``runner`` (e.g. scikit-learn baselines, which are not
-    Lightning modules) is run by that function with the same arguments."""
+    """What one ``labline train`` job runs (each job of a ``-m`` sweep too): every fold of a resampling
+    split (``crossval``), else one run of the task (``run_task``)."""
     from labline.data.stages import is_resampling
     from labline.sweep.context import trial_hooks
 
@@ -246,9 +251,22 @@ def train_job(cfg: DictConfig, out_dir: Path, root: Path) -> dict[str, Any]:
         from labline.crossval import cross_validate
 
         return cross_validate(cfg, out_dir, root)
-    if cfg.task.get("runner"):
+    callbacks, tags = trial_hooks()  # an Optuna trial's reporting/pruning callback and tags; none outside a sweep
+    return run_task(cfg, out_dir, root, extra_callbacks=callbacks, tags=tags)
+
+
+def run_task(cfg: DictConfig, out_dir: Path, root: Path, do_test: bool | None = None,
+             extra_callbacks: Sequence[pl.Callback] = (), tags: dict[str, str] | None = None) -> dict[str, Any]:
+    """One run of any task, whoever trains it: the one place that tells Lightning tasks from runner tasks.
+
+    A task whose config names a ``runner`` (e.g. scikit-learn baselines, which are not Lightning modules)
+    is run by that function, called like ``train_and_test`` minus the Lightning callbacks (it has no
+    trainer to attach them to): ``runner(cfg, out_dir, root, do_test=..., tags=...)``, returning what
+    ``train_and_test`` returns. ``labline train``, cross-validation folds and ablation runs all come here.
+    """
+    runner = cfg.task.get("runner")
+    if runner:
         from hydra.utils import get_object
 
-        return get_object(cfg.task.runner)(cfg, out_dir, root)
-    callbacks, tags = trial_hooks()  # an Optuna trial's reporting/pruning callback and tags; none outside a sweep
-    return train_and_test(cfg, out_dir, root, extra_callbacks=callbacks, tags=tags)
+        return get_object(runner)(cfg, out_dir, root, do_test=do_test, tags=tags)
+    return train_and_test(cfg, out_dir, root, do_test=do_test, extra_callbacks=extra_callbacks, tags=tags)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 from project_copy import run_cli
@@ -25,22 +26,47 @@ def _latest_run(project: Path):
     return runs[0]
 
 
-def test_reduced_mil_experiment_records_bag_metrics_and_attention(project: Path) -> None:
-    result = run_cli(project, "labline", "train", "experiment=mil_digits", "trainer.max_epochs=1", "data.bags.train_bags=10",
-                     "data.bags.val_bags=10", "data.bags.test_bags=20", *QUIET)
+def _predictions(client: MlflowClient, run_id: str, part: str, folder: Path) -> dict[str, np.ndarray]:
+    with np.load(client.download_artifacts(run_id, f"predictions/{part}.npz", str(folder / run_id))) as npz:
+        return {k: npz[k] for k in npz.files}
+
+
+def test_reduced_mil_experiment_records_bag_metrics_attention_and_ensembles(project: Path) -> None:
+    """Two seeds of a reduced MIL experiment (one process), then `labline ensemble` over them: MIL runs save bag
+    probabilities like any classifier, and runs with different seeds share their validation and test bags."""
+    result = run_cli(project, "labline", "train", "-m", "experiment=mil_digits", "seed=0,1", "trainer.max_epochs=1",
+                     "data.bags.train_bags=10", "data.bags.val_bags=10", "data.bags.test_bags=20", *QUIET)
     assert result.returncode == 0, result.stderr[-3000:]
-    run = _latest_run(project)
+    client = _client(project)
+    runs = {r.data.tags["seed"]: r for r in client.search_runs([e.experiment_id for e in client.search_experiments()])
+            if r.data.params.get("task._target_") == "labline.models.mil.MILTask"}
+    run = runs["0"]
     assert run.info.status == "FINISHED"
     assert {"test_accuracy", "test_auc", "val/auc"} <= set(run.data.metrics)
     assert run.data.params["head._target_"] == "labline.models.mil.AttentionPooling"
-    client = _client(project)
     files = {a.path for a in client.list_artifacts(run.info.run_id, "test")}
-    assert {"test/attention.json", "test/attention_bags.png", "test/bag_predictions.npz"} <= files
+    assert {"test/attention.json", "test/attention_bags.png"} <= files
     records = json.loads(Path(client.download_artifacts(run.info.run_id, "test/attention.json", str(project / "dl"))).read_text())
     assert len(records) == 20
     for bag in records:
         assert sum(i["weight"] for i in bag["instances"]) == pytest.approx(1.0, abs=1e-4)
         assert bag["label"] == ("has 9" if any(i["class"] == "9" for i in bag["instances"]) else "no 9")
+    test, val = (_predictions(client, run.info.run_id, part, project / "dl") for part in ("test", "val"))
+    assert test["probs"].shape == (20, 2) and val["probs"].shape == (10, 2)
+    assert test["index"].tolist() == [bag["bag"] for bag in records]
+    assert np.allclose(test["probs"], [bag["probs"] for bag in records], atol=1e-5)
+    assert float(np.mean(test["probs"].argmax(1) == test["targets"])) == pytest.approx(run.data.metrics["test_accuracy"])
+    assert val["index"].tolist() == [f"val-{i}" for i in range(10)]
+    members = [runs[seed].info.run_id for seed in ("0", "1")]
+    result = run_cli(project, "labline", "ensemble", *members, "--method", "average")
+    assert result.returncode == 0, result.stderr[-3000:]
+    ensemble = _latest_run(project)
+    assert ensemble.data.tags["ensemble_members"] == ",".join(members)
+    assert {"test_accuracy", "val/acc", "val/loss"} <= set(ensemble.data.metrics)  # the seeds share their validation bags
+    combined = _predictions(client, ensemble.info.run_id, "test", project / "dl")
+    seed1 = _predictions(client, members[1], "test", project / "dl")
+    assert np.allclose(combined["probs"], (test["probs"] + seed1["probs"]) / 2)
+    assert combined["index"].tolist() == test["index"].tolist()
 
 
 def test_ensemble_of_two_finished_runs_and_a_split_mismatch(project: Path) -> None:
@@ -59,7 +85,9 @@ def test_ensemble_of_two_finished_runs_and_a_split_mismatch(project: Path) -> No
     run = _latest_run(project)
     assert run.data.tags["ensemble_members"] == ",".join(members) and run.data.params["method"] == "weighted"
     assert 0.5 < run.data.metrics["test_accuracy"] <= 1.0
-    assert "predictions" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    for run_id in (run.info.run_id, *members):  # the ensemble saves validation predictions like its members
+        assert {"predictions/test.npz", "predictions/val.npz"} <= {a.path for a in client.list_artifacts(run_id, "predictions")}
+    assert {"val/acc", "val/loss"} <= set(run.data.metrics)
     mismatch = run_cli(project, "labline", "ensemble", members[0], other_split)
     assert mismatch.returncode == 2
     lines = [line for line in mismatch.stderr.splitlines() if line.strip()]

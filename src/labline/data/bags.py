@@ -249,6 +249,7 @@ class BagDataModule(pl.LightningDataModule):
         if augment is not None:
             raise ConfigError("augment", "task=mil does not augment instances", "augment=none")
         self.data, self.num_workers, self.seed = data, num_workers, seed
+        self.shuffler: EpochShuffle | None = None
         self.batch_sizes = {"train": batch_size, "val": eval_batch_size, "test": eval_batch_size}
         split = bags(data, seed)
         self.parts, self.classes = split.parts, split.classes
@@ -268,10 +269,29 @@ class BagDataModule(pl.LightningDataModule):
     def num_classes(self) -> int:
         return len(self.classes)
 
+    def part_dataset(self, part: str) -> BagDataset:
+        """The bags of ``part`` (what ``labline.predictions`` serves in place of the test part)."""
+        return self.sets[part]
+
+    def part_index(self, part: str) -> np.ndarray:
+        """The bag ids of ``part`` in loader order: what identifies a bag across runs and ensembles."""
+        return np.array(self.parts[part].ids)
+
     def _loader(self, part: str, shuffle: bool) -> DataLoader:
         sampler = EpochShuffle(len(self.sets[part]), self.seed) if shuffle else None
+        if shuffle:
+            self.shuffler = sampler
+        # As in ArrayDataModule: without its own generator a loader seeds its workers from the global RNG whenever
+        # an iterator starts, which on resume happens at another moment.
         return DataLoader(self.sets[part], batch_size=self.batch_sizes[part], sampler=sampler, collate_fn=collate_bags,
+                          generator=torch.Generator().manual_seed(self.seed),
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called at every training epoch start (EpochSeed): the bag order depends on (seed, epoch) only, also after
+        a resume, where Lightning's own ``sampler.set_epoch`` lags by one."""
+        if self.shuffler is not None:
+            self.shuffler.set_epoch(epoch)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

@@ -24,7 +24,7 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassAUROC, MulticlassF1Score
 
-from labline import labels, plots
+from labline import labels
 from labline.data.files import write_json
 from labline.errors import ConfigError
 from labline.models.layers import check_dropout, positive_int
@@ -105,8 +105,12 @@ class MILTask(pl.LightningModule):
     """Bag classification: the backbone encodes every instance, the pooling head makes the bag's prediction.
 
     ``examples`` test bags are drawn with their instances ranked by weight (``attention_bags.png``);
-    every test bag's weights go to ``attention.json``. Prefer an encoder without batch norm: with few
-    bags per batch, batch statistics are those of the bag itself, which evaluation never sees.
+    every test bag's weights go to ``attention.json``. Bag probabilities are exposed like any classifier's
+    (``test_probs``, ``test_targets``, in the order of the part's bags), so a MIL run records the bag confusion
+    matrix and ``predictions/{val,test}.npz`` (indexed by bag id) and can join ensembles.
+
+    Prefer an encoder without batch norm: with few bags per batch, batch statistics are those of the bag
+    itself, which evaluation never sees.
     """
 
     def __init__(self, backbone: nn.Module, head: nn.Module, loss: nn.Module, optimizer: Callable[..., torch.optim.Optimizer],
@@ -124,6 +128,8 @@ class MILTask(pl.LightningModule):
         self.metrics = nn.ModuleDict({f"{part}_metrics": bag_metrics(num_classes).clone(prefix=f"{part}/")
                                       for part in ("train", "val", "test")})
         self.test_outputs: list[dict[str, Any]] = []
+        self.test_probs: list[torch.Tensor] = []
+        self.test_targets: list[torch.Tensor] = []
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(logits (B, K), instance weights (B, N))`` for padded bags ``x`` (B, N, ...); without a mask,
@@ -151,10 +157,12 @@ class MILTask(pl.LightningModule):
         self._step(batch, "val")
 
     def on_test_epoch_start(self) -> None:
-        self.test_outputs = []
+        self.test_outputs, self.test_probs, self.test_targets = [], [], []
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         _, probs, weights = self._step(batch, "test")
+        self.test_probs.append(probs.cpu())
+        self.test_targets.append(batch["y"].cpu())
         for row in range(len(probs)):
             self.test_outputs.append({"bag": int(batch["bag"][row]), "label": int(batch["y"][row]),
                                       "probs": probs[row].cpu().numpy(),
@@ -164,9 +172,7 @@ class MILTask(pl.LightningModule):
         return configure_optimization(self, self.optimizer_factory, self.scheduler_factory)
 
     def test_artifacts(self, reports: Path) -> list[Path]:
-        """Per-bag predictions and instance weights (JSON, npz), the bag confusion matrix and the ranked-instance figure."""
-        from sklearn.metrics import confusion_matrix
-
+        """Per-bag predictions with their instances' weights (JSON) and the ranked-instance figure."""
         dm = self.trainer.datamodule
         bags, data = dm.parts["test"], dm.data
         records = []
@@ -177,15 +183,8 @@ class MILTask(pl.LightningModule):
                             "predicted": dm.classes[int(out["probs"].argmax())], "probs": out["probs"].round(6).tolist(),
                             "instances": [{"index": int(members[k]), "class": data.classes[int(data.y[members[k]])],
                                            "weight": round(float(out["weights"][k]), 6)} for k in order]})
-        probs = np.stack([out["probs"] for out in self.test_outputs])
-        targets = np.array([out["label"] for out in self.test_outputs])
-        matrix = confusion_matrix(targets, probs.argmax(1), labels=list(range(len(dm.classes))))
-        write_json({"classes": dm.classes, "matrix": matrix.tolist()}, reports / "bag_confusion_matrix.json")
         write_json(records, reports / "attention.json")
-        np.savez(reports / "bag_predictions.npz", probs=probs, targets=targets,
-                 bags=np.array([out["bag"] for out in self.test_outputs]))
-        return [reports / "attention.json", reports / "bag_predictions.npz", reports / "bag_confusion_matrix.json",
-                plots.confusion_matrix(matrix, dm.classes, reports / "bag_confusion_matrix.png"),
+        return [reports / "attention.json",
                 ranked_bags_figure(records, data.x, dm.classes[-1], self.examples, reports / "attention_bags.png")]
 
 
