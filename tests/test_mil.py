@@ -235,3 +235,16 @@ def test_mil_exposes_bag_probabilities_for_the_test_and_validation_bags() -> Non
             single = task(torch.from_numpy(dm.data.x[bags.members[-1]]))[0]
         assert torch.allclose(single.softmax(-1)[0], torch.from_numpy(probs[-1]), atol=1e-5)
     assert dm.sets["test"] is dm.part_dataset("test")
+
+
+def test_split_hash_tells_apart_runs_tested_on_different_bags() -> None:
+    """Same test instances, other bags (another ``bags.seed``): not the same test examples for an ensemble."""
+    from labline.training import split_hash
+
+    data = _data()
+    def module(run_seed: int, bag_seed: int) -> BagDataModule:
+        return BagDataModule(data, TargetBags(target=9, train_bags=12, val_bags=6, test_bags=8, seed=bag_seed), seed=run_seed)
+
+    assert split_hash(data, module(0, 0)) == split_hash(data, module(1, 0)), "run seeds change training bags only"
+    assert split_hash(data, module(0, 0)) != split_hash(data, module(0, 1))
+    assert split_hash(data) != split_hash(data, module(0, 0))

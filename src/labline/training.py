@@ -74,9 +74,13 @@ def default_run_name(cfg: DictConfig) -> str:
     return f"{cfg.data.name}-{backbone}-{optimizer}-seed{cfg.seed}"
 
 
-def split_hash(data: ProcessedData) -> str:
-    """Identifies the test split: runs with equal hashes were tested on the same samples."""
-    return hashlib.sha256(data.fingerprint.encode() + data.parts["test"].tobytes()).hexdigest()[:16]
+def split_hash(data: ProcessedData, datamodule: Any = None) -> str:
+    """Identifies the test split: runs with equal hashes were tested on the same samples.
+
+    A datamodule that regroups the samples (bags of instances) adds its ``test_signature()``: two MIL
+    runs over the same test instances but different bags were not tested on the same examples."""
+    signature = getattr(datamodule, "test_signature", lambda: b"")()
+    return hashlib.sha256(data.fingerprint.encode() + data.parts["test"].tobytes() + signature).hexdigest()[:16]
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -122,7 +126,7 @@ def run_tags(run: PreparedRun) -> dict[str, str]:
     complexity = model_complexity(run.task, run.datamodule.input_shape)
     return {**{f"model.{k}": str(v) for k, v in complexity.items()},
             "seed": str(run.cfg.seed), "dataset": run.cfg.data.name, "data_md5": run.data.md5,
-            "data_fingerprint": run.data.fingerprint, "split_hash": split_hash(run.data),
+            "data_fingerprint": run.data.fingerprint, "split_hash": split_hash(run.data, run.datamodule),
             "config_hash": config_hash(run.config)}
 
 

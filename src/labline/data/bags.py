@@ -277,6 +277,11 @@ class BagDataModule(pl.LightningDataModule):
         """The bag ids of ``part`` in loader order: what identifies a bag across runs and ensembles."""
         return np.array(self.parts[part].ids)
 
+    def test_signature(self) -> bytes:
+        """The test bags' membership and labels, for the run's ``split_hash`` (ensembles compare it)."""
+        test = self.parts["test"]
+        return b"|".join(m.astype(np.int64).tobytes() for m in test.members) + test.labels.astype(np.int64).tobytes()
+
     def _loader(self, part: str, shuffle: bool) -> DataLoader:
         sampler = EpochShuffle(len(self.sets[part]), self.seed) if shuffle else None
         if shuffle:
