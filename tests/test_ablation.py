@@ -9,9 +9,10 @@ import pytest
 
 from conftest import ROOT
 from labline.ablation import stats
-from labline.ablation.runner import plan
+from labline.ablation.runner import PlannedRun, check_runs, plan
 from labline.ablation.spec import AblationSpec, Variant, load
 from labline.ablation.table import RunRecord, build, markdown
+from labline.config import compose_config, to_plain
 from labline.errors import ConfigError
 
 # Three seeds per variant; removing component a hurts a lot, removing b a little.
@@ -157,3 +158,44 @@ def test_partial_study_table_shows_how_many_runs_are_in() -> None:
     assert "| no_a | a | 1 of 2 | 0.8000 ± – | -0.1100 | – |" in text
     assert "| full | – | 2 | 0.9100 ± 0.0141 | – | – |" in text
     assert "scipy.stats.ttest_rel" in text and "| 1 | a | +0.1100 |" in text
+
+
+TERMS = {"soft_targets": "soft", "hard_labels": "hard", "feature_distillation": "feature", "attention_transfer": "attention"}
+
+
+def test_distill_terms_expands_to_the_full_student_and_one_variant_per_loss_term() -> None:
+    from labline.losses.distill import parse_terms
+
+    spec, _ = load(["ablation=distill_terms", "seeds=1"])
+    full, runs = plan(spec, ROOT)
+    assert full.task._target_.endswith("DistillationTask") and full.task.teacher.endswith("teacher/checkpoints/model.ckpt")
+    assert parse_terms(to_plain(full.task.loss_terms)).weights == {"soft": 0.5, "hard": 0.5, "feature": 0.005, "attention": 2.5}
+    assert [r.variant for r in runs] == ["full", *(f"no_{c}" for c in TERMS)]
+    for run in runs[1:]:
+        removed = TERMS[run.variant.removeprefix("no_")]
+        weights = parse_terms(to_plain(run.cfg.task.loss_terms)).weights
+        assert set(weights) == set(TERMS.values()) - {removed}, run.variant
+        assert to_plain(run.cfg.backbone) == to_plain(full.backbone) and run.cfg.task.teacher == full.task.teacher
+    assert len({r.config_hash for r in runs}) == 5
+
+
+def test_distill_terms_without_its_teacher_stops_before_any_run(tmp_path, isolated_store) -> None:
+    from labline.ablation.runner import run_ablation
+
+    spec, _ = load(["ablation=distill_terms", "seeds=1", "components=[soft_targets]", "task.teacher=nowhere/teacher.ckpt"])
+    with pytest.raises(ConfigError) as info:
+        run_ablation(spec, tmp_path)
+    message = str(info.value)
+    assert message.startswith("variant full: task.teacher: no checkpoint file") and "nowhere/teacher.ckpt" in message
+    assert not (isolated_store / "mlflow.db").exists(), "no MLflow run was opened: the store was not even created"
+
+
+def test_removing_every_distillation_term_at_once_is_refused_not_trained_on_an_empty_loss() -> None:
+    spec, _ = load(["ablation=distill_terms", "seeds=1", "design=add_one_in"])
+    baseline = next(v for v in spec.variants() if v.name == "baseline")
+    assert set(baseline.removed) == set(TERMS)
+    cfg = compose_config(spec.variant_overrides(baseline))
+    assert {name: term.weight for name, term in cfg.task.loss_terms.items()} == dict.fromkeys(TERMS.values(), 0)
+    with pytest.raises(ConfigError) as info:  # run_ablation checks every variant this way before its parent run opens
+        check_runs([PlannedRun("baseline", 0, None, cfg, "")], ROOT)
+    assert str(info.value).startswith("variant baseline: task.loss_terms: every term has weight 0: nothing to train on")

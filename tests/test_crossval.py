@@ -1,4 +1,5 @@
-"""k-fold training in-process: one parent, one child per fold, the aggregate on the parent, refit, resume."""
+"""k-fold training in-process: one parent, one child per fold, the aggregate on the parent, refit, resume; scikit-learn
+tasks the same way; the DVC train stage cross-validating and refitting, and evaluate testing the refit."""
 
 from __future__ import annotations
 
@@ -80,3 +81,83 @@ def test_refit_drops_validation_callbacks_and_rejects_a_scheduler_that_watches_v
     assert cfg.trainer.max_epochs == 7 and cfg.split.fold == "all"
     with pytest.raises(ConfigError, match="split.refit: the scheduler watches val/loss"):
         refit_config(compose("split=kfold", "scheduler=plateau"), 3)
+
+
+KNN = ["task=sklearn", "threads=1", "logger.experiment_name=cv", "split=kfold", "split.k=3"]
+
+
+def test_a_scikit_learn_task_cross_validates_like_a_network(compose, tmp_path) -> None:
+    result = train_job(compose(*KNN), tmp_path, ROOT)
+    client = MlflowClient(tracking_uri())
+    parent = client.get_run(result["run_id"])
+    assert parent.info.status == "FINISHED" and parent.data.tags["role"] == "crossval"
+    assert parent.info.run_name.startswith("digits-KNeighborsClassifier-seed0-kfold3")
+    children = sorted(_children(client, parent.info.run_id), key=lambda c: c.data.tags["fold"])
+    assert [c.data.tags["fold"] for c in children] == ["0", "1", "2"]
+    assert all(c.info.status == "FINISHED" and c.data.tags["estimator"].endswith("KNeighborsClassifier") for c in children)
+    val = [c.data.metrics["val/acc"] for c in children]
+    test = [c.data.metrics["test_accuracy"] for c in children]
+    assert len(set(val)) > 1, "each fold validates on its own part"
+    metrics = parent.data.metrics
+    assert metrics["val/acc_mean"] == pytest.approx(statistics.mean(val)) == result["best_value"]
+    assert metrics["val/acc_std"] == pytest.approx(statistics.stdev(val))
+    assert metrics["test_accuracy_mean"] == pytest.approx(statistics.mean(test)) == result["test_accuracy"]
+    assert metrics["folds"] == 3 and 0.9 < metrics["test_accuracy_mean"] <= 1.0
+
+
+def test_a_scikit_learn_refit_fits_all_non_test_data_and_only_it_is_tested(compose, tmp_path) -> None:
+    result = train_job(compose(*KNN, "split.refit=true"), tmp_path, ROOT)
+    client = MlflowClient(tracking_uri())
+    parent = client.get_run(result["run_id"])
+    children = _children(client, parent.info.run_id)
+    (refit,) = [c for c in children if c.data.tags["fold"] == "all"]
+    folds = [c for c in children if c.data.tags["fold"] != "all"]
+    assert len(folds) == 3 and not any(k.startswith("test_") for c in folds for k in c.data.metrics)
+    assert refit.data.params["split.fold"] == "all" and "val/acc" not in refit.data.metrics, "nothing left to validate on"
+    assert parent.data.metrics["refit_test_accuracy"] == refit.data.metrics["test_accuracy"] == result["test_accuracy"]
+    assert "refit_epochs" not in parent.data.metrics, "a scikit-learn estimator has no epochs"
+    assert parent.data.tags["refit_run_id"] == refit.info.run_id == result["refit_run_id"]
+
+
+def test_dvc_train_stage_cross_validates_then_evaluate_tests_the_refit(compose, tmp_path) -> None:
+    import csv
+    import json
+
+    from labline.stages import run_stage
+
+    cfg = compose(*TINY, "split.refit=true")
+    run_stage("train", cfg, tmp_path)
+    models, reports = tmp_path / "models", tmp_path / "reports"
+    recorded = json.loads((models / "run.json").read_text())
+    client = MlflowClient(tracking_uri())
+    parent = client.get_run(recorded["crossval_run_id"])
+    refit = client.get_run(recorded["run_id"])
+    assert parent.data.tags["refit_run_id"] == refit.info.run_id and refit.data.params["split.fold"] == "all"
+    assert (models / recorded["checkpoint"]).is_file() and recorded["checkpoint"].startswith("refit/")
+    children = _children(client, parent.info.run_id)
+    assert len(children) == 4 and all(r.data.tags["pipeline"] == "dvc" for r in (parent, *children))
+    assert not any(k.startswith("test_") for r in children for k in r.data.metrics), "train never tests, evaluate does"
+    # dvc plots: the refit has no validation curve, so reports/curves.csv is the folds' mean per epoch
+    with open(reports / "curves.csv") as fh:
+        mean = list(csv.DictReader(fh))
+    folds = []
+    for i in range(3):
+        with open(models / f"fold_{i}" / "curves.csv") as fh:
+            folds.append(list(csv.DictReader(fh)))
+    assert [row["epoch"] for row in mean] == ["0", "1"] and all(row["folds"] == "3" for row in mean)
+    for key in ("train/loss", "val/loss", "val/acc"):
+        assert float(mean[1][key]) == pytest.approx(statistics.mean(float(f[1][key]) for f in folds)), key
+    run_stage("evaluate", cfg, tmp_path)
+    metrics = json.loads((reports / "metrics.json").read_text())
+    assert client.get_run(refit.info.run_id).data.metrics["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
+    assert sum(map(sum, json.loads((reports / "confusion_matrix.json").read_text())["matrix"])) == 360, "the 20% test part"
+
+
+def test_dvc_train_stage_refuses_folds_without_a_refit_before_any_run(compose, tmp_path, isolated_store) -> None:
+    from labline.stages import run_stage
+
+    with pytest.raises(ConfigError) as info:
+        run_stage("train", compose(*TINY), tmp_path)
+    assert str(info.value).startswith("split.refit: a kfold split trains one model per fold and none on all the data")
+    assert "\n" not in str(info.value) and "split.refit=true" in str(info.value)
+    assert not (isolated_store / "mlflow.db").exists(), "no MLflow run was opened: the store was not even created"

@@ -8,7 +8,9 @@ fold model is tested (``test_after_fit``) and the test metrics are averaged too.
 The refit has no validation data left, so it trains for the folds' mean best epoch count and drops the
 callbacks that watch a validation metric (early stopping); a scheduler that watches one cannot refit.
 An interrupted cross-validation resumes: the same command re-opens its unfinished parent and skips
-folds that already finished.
+folds that already finished. Folds and refit go through ``run_task``, so a task with a ``runner``
+(scikit-learn baselines) cross-validates like a Lightning task; it has no epochs, so its refit is its
+fit on all non-test data.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from labline.config import to_plain
 from labline.data.files import write_json
 from labline.data.stages import fold_count, with_fold
 from labline.errors import ConfigError
-from labline.training import config_hash, default_run_name, train_and_test
+from labline.training import config_hash, default_run_name, run_task
+
+REFIT = "refit"
 
 
 def refit_config(cfg: DictConfig, epochs: int) -> DictConfig:
@@ -79,9 +83,24 @@ def _print(rows: list[dict[str, float]], summary: dict[str, float], monitor: str
     report.console.print(table)
 
 
-def cross_validate(cfg: DictConfig, out_dir: Path, root: Path) -> dict[str, Any]:
+def _study_name(cfg: DictConfig) -> str:
+    """The parent's run name: what its children are named after (a runner task's runs by their estimator)."""
+    if cfg.get("run_name") or not cfg.task.get("runner"):
+        return default_run_name(cfg)
+    target = (cfg.task.get("estimator") or {}).get("_target_") or cfg.task.runner
+    return f"{cfg.data.name}-{str(target).rsplit('.', 1)[-1]}-seed{cfg.seed}"
+
+
+def cross_validate(cfg: DictConfig, out_dir: Path, root: Path, test_refit: bool = True,
+                   tags: dict[str, str] | None = None) -> dict[str, Any]:
     """Train ``cfg`` once per fold of its resampling split (then refit if asked); returns what ``train_and_test``
-    returns, with the parent's run id and the mean fold score as ``best_value`` (what a sweep optimises)."""
+    returns, with the parent's run id and the mean fold score as ``best_value`` (what a sweep optimises).
+
+    Fold ``i``'s files are in ``out_dir / f"fold_{i}"``; with refit, the result carries ``refit_run_id`` and the
+    refit's files are in ``out_dir / REFIT``.
+    ``test_refit=False`` leaves that model untested (the DVC ``evaluate`` stage tests it). ``tags`` go on the
+    parent and every child.
+    """
     n = fold_count(cfg, root)
     refit = bool(cfg.split.get("refit", False))
     folds = [with_fold(cfg, i) for i in range(n)]
@@ -89,9 +108,10 @@ def cross_validate(cfg: DictConfig, out_dir: Path, root: Path) -> dict[str, Any]
         refit_config(cfg, 1)  # a scheduler that cannot refit is reported before any fold trains
     check_build(folds[0], root)
     config = to_plain(cfg)
-    name = f"{default_run_name(cfg)}-{cfg.split.get('name', 'cv')}{n}"
-    tags = {"role": "crossval", "config_hash": config_hash(config)}
-    with parent_run(cfg, root, name, config, tags, reopen=lambda r: r.info.status != "FINISHED") as parent:
+    name = f"{_study_name(cfg)}-{cfg.split.get('name', 'cv')}{n}"
+    extra = dict(tags or {})
+    own = {"role": "crossval", "config_hash": config_hash(config), **extra}
+    with parent_run(cfg, root, name, config, own, reopen=lambda r: r.info.status != "FINISHED") as parent:
         done = parent.finished()
         run_ids, monitor = [], str(cfg.task.get("monitor", "val/loss"))
         for i, fold_cfg in enumerate(folds):
@@ -100,8 +120,8 @@ def cross_validate(cfg: DictConfig, out_dir: Path, root: Path) -> dict[str, Any]
                 report.console.print(f"fold {i}: already finished in MLflow run {previous.info.run_id}")
                 run_ids.append(previous.info.run_id)
                 continue
-            result = train_and_test(fold_cfg, out_dir / f"fold_{i}", root, do_test=False if refit else None,
-                                    tags=parent.child_tags(fold=str(i)))
+            result = run_task(fold_cfg, out_dir / f"fold_{i}", root, do_test=False if refit else None,
+                              tags=parent.child_tags(**extra, fold=str(i)))
             run_ids.append(result["run_id"])
             monitor = result["monitor"]
         rows = _fold_metrics(parent, run_ids, monitor)
@@ -109,15 +129,18 @@ def cross_validate(cfg: DictConfig, out_dir: Path, root: Path) -> dict[str, Any]
         summary["folds"] = n
         final: dict[str, Any] = {k.removesuffix("_mean"): v for k, v in summary.items() if k.startswith("test_")
                                  and k.endswith("_mean")}
+        refitted: dict[str, Any] = {}
         if refit:
-            best = summary.get("best_epoch_mean")
+            best = summary.get("best_epoch_mean")  # None for a task without epochs (a runner task)
             epochs = cfg.trainer.max_epochs if best is None else max(1, round(best + 1))
-            result = train_and_test(refit_config(cfg, epochs), out_dir / "refit", root,
-                                    tags=parent.child_tags(fold="all", refit="true"))
+            result = run_task(refit_config(cfg, epochs), out_dir / REFIT, root, do_test=test_refit,
+                              tags=parent.child_tags(**extra, fold="all", refit="true"))
             final = {k: v for k, v in result.items() if k.startswith("test_")}
             summary.update({f"refit_{k}": v for k, v in final.items()})
-            summary["refit_epochs"] = epochs
+            if best is not None:
+                summary["refit_epochs"] = epochs
             parent.client.set_tag(parent.run_id, "refit_run_id", result["run_id"])
+            refitted = {"refit_run_id": result["run_id"]}
         parent.log_metrics(summary)
         folder = out_dir / "crossval"
         write_json({"folds": [{"run_id": rid, **row} for rid, row in zip(run_ids, rows, strict=True)], "summary": summary},
@@ -125,4 +148,4 @@ def cross_validate(cfg: DictConfig, out_dir: Path, root: Path) -> dict[str, Any]
         parent.log_artifacts(folder, "crossval")
     _print(rows, summary, monitor)
     return {"run_id": parent.run_id, "monitor": monitor, "best_value": summary.get(f"{monitor}_mean"), "best_epoch": None,
-            **final}
+            "folds": n, **final, **refitted}

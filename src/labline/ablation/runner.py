@@ -111,10 +111,11 @@ def plan_record(spec: AblationSpec, runs: list[PlannedRun], n_folds: int | None)
 
 
 def _train(config: dict[str, Any], out_dir: str, root: str, tags: dict[str, str]) -> str:
-    """One run in a worker process (spawned: it imports torch itself and owns its thread count)."""
-    from labline.training import train_and_test
+    """One run, in this process or a spawned worker (which imports torch itself and owns its thread count);
+    any task, Lightning or ``runner`` (scikit-learn baselines ablate like networks)."""
+    from labline.training import run_task
 
-    return train_and_test(OmegaConf.create(config), Path(out_dir), Path(root), tags=tags)["run_id"]
+    return run_task(OmegaConf.create(config), Path(out_dir), Path(root), tags=tags)["run_id"]
 
 
 def execute(pending: list[PlannedRun], parent: ParentRun, spec: AblationSpec, out_dir: Path, root: Path) -> None:

@@ -50,9 +50,10 @@ def search_all(client: MlflowClient, experiment_ids: list[str], filter_string: s
 
 def run_value(client: MlflowClient, run: Run, metric: str) -> float | None:
     """A finished run's value of ``metric``: a per-epoch curve (``train/``, ``val/``) at the best epoch, whose
-    checkpoint is the model that was kept and tested; any other metric as logged."""
-    if metric.startswith(("train/", "val/")):
-        best = run.data.tags.get("best_epoch", "None")
+    checkpoint is the model that was kept and tested; any other metric, or any metric of a run without epochs
+    (no ``best_epoch`` tag: a scikit-learn baseline logs its ``val/`` scores once), as logged."""
+    best = run.data.tags.get("best_epoch")
+    if best is not None and metric.startswith(("train/", "val/")):
         if best == "None":
             return None
         history = client.get_metric_history(run.info.run_id, metric)
@@ -97,8 +98,18 @@ class ParentRun:
 
 def check_build(cfg: DictConfig, root: Path) -> None:
     """Build a run's parts (data, model, optimizer, trainer) without training, so a value a builder rejects is
-    reported before any MLflow run exists. Lightning's start-up notices are silenced: nothing trains here."""
-    from labline.training import prepare_run
+    reported before any MLflow run exists. Lightning's start-up notices are silenced: nothing trains here.
+
+    A task with a ``runner`` builds its own parts, and checks them before its own run opens; here its runtime
+    settings and data (split, fold, preprocessing) are checked."""
+    from labline.training import prepare_run, setup_runtime
+
+    if cfg.task.get("runner"):
+        from labline.data.stages import load_processed
+
+        setup_runtime(cfg)
+        load_processed(cfg, root)
+        return
 
     logger = logging.getLogger("lightning.pytorch")
     level = logger.level

@@ -30,7 +30,9 @@ from labline.models.classification import ClassificationTask, Outputs
 from labline.paths import workspace_root
 
 TEACHER_KEY = "task.teacher"
-TEACHER_VALID = "a checkpoint path (relative to the project root) or an MLflow run id of a classification run, or a list"
+TEACHER_VALID = (
+    "a checkpoint path (relative to the project root) or an MLflow run id of a classification run, or a list; "
+    "the distillation pipeline makes one: dvc repro pipelines/distill/dvc.yaml:teacher")
 HEAD_PREFIX = "head."
 
 
