@@ -66,6 +66,11 @@ def _train(cfg: DictConfig, root: Path) -> None:
     from labline.training import train_and_test
 
     models, reports = root / cfg.paths.models, root / cfg.paths.reports
+    if cfg.task.get("runner"):
+        # A runner task (scikit-learn baselines) leaves no Lightning checkpoint for `evaluate` to test; its
+        # own run already tests once and logs everything, so it is run with `labline train`, not as a stage.
+        raise ConfigError("task", f"a task run by {cfg.task.runner} (no checkpoint to evaluate) is not a DVC pipeline stage",
+                          "`labline train task=...` for scikit-learn baselines; a Lightning task in params.yaml")
     if data_stages.is_resampling(cfg):
         _cross_validate(cfg, models, root, reports)
         return
