@@ -14,7 +14,11 @@ from labline.data.episodes import EpisodeDataModule
 from labline.data.stages import ProcessedData
 from labline.errors import ConfigError
 from labline.losses.torch_loss import TorchLoss
+from labline.models.backbones.cnn import CNN
+from labline.models.backbones.conv1d import Conv1D
+from labline.models.backbones.mlp import MLP
 from labline.models.fewshot import FineTuneBaseline, PrototypicalNetwork, RelationNetwork, ci95, prototype_logits, prototypes
+from labline.models.relation import ConvRelation, MLPRelation, feature_maps
 from labline.training import prepare_run
 
 CLASSES, PER_CLASS = 30, 8
@@ -162,7 +166,7 @@ def _episode(way: int = 3, shot: int = 2, query: int = 4) -> dict[str, torch.Ten
     support_y, query_y = torch.arange(way).repeat_interleave(shot), torch.arange(way).repeat_interleave(query)
     return {"support": centres[support_y] + 0.1 * torch.randn(way * shot, 1, 4, 4),
             "query": centres[query_y] + 0.1 * torch.randn(way * query, 1, 4, 4), "support_y": support_y, "query_y": query_y,
-            "classes": torch.tensor([7, 3, 11][:way])}
+            "classes": torch.tensor([7, 3, 11, 2, 5][:way])}
 
 
 @pytest.mark.parametrize("distance", ["euclidean", "cosine"])
@@ -174,14 +178,62 @@ def test_protonet_scores_queries_against_support_means(distance: str) -> None:
     assert (net.scores(ep).argmax(1) == ep["query_y"]).all()
 
 
-def test_relation_scores_are_pair_relations_in_unit_interval() -> None:
+def _relation(backbone: str = "cnn", **extra) -> RelationNetwork:
+    """A relation network over a tiny real backbone on 1 x 4 x 4 inputs: 2-D maps (cnn), 1-D maps (conv1d), flat (mlp)."""
     torch.manual_seed(0)
-    net = RelationNetwork(**_parts(loss=TorchLoss("torch.nn.MSELoss", target="onehot"), hidden=8))
-    scores = net.scores(_episode())
-    assert scores.shape == (12, 3) and (scores >= 0).all() and (scores <= 1).all()
-    loss = net.score_loss(scores, _episode()["query_y"])
-    loss.backward()
-    assert net.relation[0].weight.grad is not None
+    backbones = {"cnn": lambda: CNN([1, 4, 4], channels=[8, 8], dropout=0.0),
+                 "conv1d": lambda: Conv1D([1, 4, 4], channels=[8, 8]), "mlp": lambda: MLP([1, 4, 4], hidden=[8])}
+    parts = _parts(loss=TorchLoss("torch.nn.MSELoss", target="onehot"), hidden=8, **extra)
+    return RelationNetwork(**parts | {"backbone": backbones[backbone]()})
+
+
+@pytest.mark.parametrize(("backbone", "module", "maps"), [("cnn", ConvRelation, (8, 2, 2)), ("conv1d", ConvRelation, (8, 2)),
+                                                          ("mlp", MLPRelation, (8,))])
+@pytest.mark.parametrize("way", [3, 5])
+def test_relation_scores_one_relation_in_unit_interval_per_query_and_class(backbone: str, module: type, maps: tuple,
+                                                                            way: int) -> None:
+    net, ep = _relation(backbone), _episode(way=way, shot=2, query=4)
+    assert isinstance(net.relation, module) and net.embed(ep["query"]).shape == (len(ep["query"]), *maps)
+    scores = net.scores(ep)
+    assert scores.shape == (len(ep["query"]), way) and (scores >= 0).all() and (scores <= 1).all()
+    net.score_loss(scores, ep["query_y"]).backward()
+    assert all(p.grad is not None for p in net.relation.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.backbone.parameters())
+
+
+def test_feature_maps_are_what_the_backbone_pools() -> None:
+    net, x = _relation(), torch.randn(6, 1, 4, 4)
+    net.eval()
+    maps = feature_maps(net.backbone, x)
+    assert torch.allclose(maps.flatten(2).mean(-1), net.backbone(x), atol=1e-6)
+    assert not net.backbone.net[1]._forward_hooks
+    with pytest.raises(ValueError, match="no GlobalAvgPool"):
+        feature_maps(nn.Flatten(), x)
+
+
+@pytest.mark.parametrize("backbone", ["cnn", "mlp"])
+def test_relation_scores_ignore_the_order_of_the_support_set(backbone: str) -> None:
+    net, ep = _relation(backbone), _episode(way=3, shot=3, query=4)
+    net.eval()
+    order = torch.randperm(len(ep["support"]), generator=torch.Generator().manual_seed(1))
+    shuffled = ep | {"support": ep["support"][order], "support_y": ep["support_y"][order]}
+    assert not torch.equal(shuffled["support_y"], ep["support_y"])
+    assert torch.allclose(net.scores(ep), net.scores(shuffled), atol=1e-6)
+
+
+def test_relation_network_learns_an_episode_in_a_few_steps() -> None:
+    net, ep = _relation(), _episode(way=3, shot=2, query=4)
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(30):
+        loss = net.score_loss(net.scores(ep), ep["query_y"])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+    net.eval()
+    assert (net.scores(ep).argmax(1) == ep["query_y"]).float().mean() >= 0.75
 
 
 def test_finetune_fits_a_new_classifier_per_support_set() -> None:

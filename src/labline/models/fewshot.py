@@ -8,10 +8,11 @@ classes at test), reporting the mean accuracy over the test episodes with its
 - ``PrototypicalNetwork`` (Snell et al. 2017): a class is the mean of its support
   embeddings; queries are scored by negative squared Euclidean distance or by
   scaled cosine similarity to each prototype; trained episodically.
-- ``RelationNetwork`` (Sung et al. 2018): a learned MLP scores each (prototype,
-  query) pair in [0, 1]; trained episodically (the paper uses MSE against one-hot
-  targets: ``loss=mse``). Backbones here end in a pooled vector, so the relation
-  module compares vectors, not feature maps.
+- ``RelationNetwork`` (Sung et al. 2018): a learned relation module scores each
+  (class, query) pair in [0, 1]; trained episodically (the paper uses MSE against
+  one-hot targets: ``loss=mse``). As in the paper it compares feature maps with a
+  conv module when the backbone pools conv maps, else flat vectors with an MLP
+  (``labline.models.relation``).
 - ``FineTuneBaseline`` (Chen et al. 2019, "A Closer Look at Few-shot Classification"):
   supervised pretraining of backbone + head on all base classes; for each
   evaluation episode the head is discarded and a new logistic regression is fitted
@@ -39,7 +40,7 @@ from labline.data.files import write_json
 from labline.errors import ConfigError
 from labline.metrics.similarity import cosine_similarity
 from labline.models import layers
-from labline.models.heads.mlp import mlp
+from labline.models.relation import ConvRelation, MLPRelation, feature_maps, map_layout
 from labline.optim import configure_optimization
 
 DISTANCES = ("euclidean", "cosine")
@@ -174,23 +175,36 @@ class PrototypicalNetwork(EpisodicTask):
 
 
 class RelationNetwork(EpisodicTask):
-    """``hidden``: width of the relation module's hidden layer, which scores concatenated (prototype, query) pairs."""
+    """``hidden``: width of the relation module's fully connected hidden layer.
+
+    With a backbone that globally pools conv maps (cnn, vgg, resnet, mobilenet, conv1d) the relation module is
+    the paper's conv module on the concatenated maps of a class and a query (``ConvRelation``); a class's map
+    is the mean of its support maps (the paper sums them: the mean keeps the scale the same for every shot).
+    A backbone that gives only flat vectors (mlp, vit, recurrent, tcn) falls back to an MLP on concatenated
+    vectors (``MLPRelation``), which learns far slower. The backbone's dropout acts on its pooled vector, so it
+    does not touch the maps.
+    """
 
     def __init__(self, backbone: nn.Module, head: nn.Module, loss: nn.Module, optimizer: Callable[..., torch.optim.Optimizer],
                  scheduler: Callable[..., Any] | None, num_classes: int, config: dict[str, Any] | None = None,
                  hidden: int = 64, monitor: str = "val/acc", monitor_mode: str = "max"):
-        width = getattr(backbone, "out_features", None)
-        if not isinstance(width, int):
-            raise ConfigError("backbone", "the relation network needs the backbone's feature width (an `out_features` "
-                              "attribute)", "a labline backbone: cnn, vgg, resnet, mlp, ...")
+        hidden = layers.positive_int(hidden, "task.hidden")
+        layout, width = map_layout(backbone), getattr(backbone, "out_features", None)
+        if layout is None and not isinstance(width, int):
+            raise ConfigError("backbone", "the relation network needs conv feature maps or the backbone's feature width "
+                              "(an `out_features` attribute)", "a labline backbone: cnn, vgg, resnet, mlp, ...")
         super().__init__(backbone, loss, optimizer, scheduler, monitor, monitor_mode)
-        self.relation = mlp(2 * width, [layers.positive_int(hidden, "task.hidden")], 1, "relu", 0.0)
+        self.relation = ConvRelation(*layout, hidden) if layout else MLPRelation(width, hidden)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Feature maps when the relation module compares maps, else the backbone's output."""
+        return feature_maps(self.backbone, x) if isinstance(self.relation, ConvRelation) else self.backbone(x)
 
     def scores(self, episode: Episode) -> torch.Tensor:
-        support, query = self._split(episode, self.backbone)
-        protos = prototypes(support, episode["support_y"], len(episode["classes"]))
-        pairs = torch.cat([protos[None].expand(len(query), -1, -1), query[:, None].expand(-1, len(protos), -1)], dim=-1)
-        return torch.sigmoid(self.relation(pairs).squeeze(-1))
+        support, query = self._split(episode, self.embed)
+        way = len(episode["classes"])
+        classes = prototypes(support.flatten(1), episode["support_y"], way).view(way, *support.shape[1:])
+        return self.relation(classes, query)
 
 
 class FineTuneBaseline(EpisodicTask):
