@@ -25,9 +25,11 @@ run: $(STAMP)
 	$(BIN)/dvc repro
 	$(BIN)/labline metrics reports/metrics.json
 
-## The whole test suite (.ci/run calls exactly this).
+## The whole test suite (.ci/run calls exactly this). One pytest-xdist worker per core (at most 4), each
+## test file on one worker (module fixtures are built once); tests/conftest.py gives each worker's
+## trainings its share of the cores as torch threads.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile
 
 ## MLflow UI over the project's store, bound to loopback.
 ui: $(STAMP)

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 from omegaconf import DictConfig
 
 from labline.config import compose_config
+from labline.training import MAX_THREADS_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
+
+# Under pytest-xdist the cores are shared out between the workers: every training in a worker, in-process
+# or in a CLI subprocess (which inherits the environment), uses at most its share of torch threads.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    share = len(os.sched_getaffinity(0)) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    os.environ.setdefault(MAX_THREADS_ENV, str(max(1, share)))
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from mlflow.tracking import MlflowClient
 from conftest import ROOT
 from labline.errors import ConfigError
 from labline.tracking.store import tracking_uri
-from labline.training import prepare_run, train_and_test
+from labline.training import MAX_THREADS_ENV, prepare_run, setup_runtime, train_and_test
 
 FAST = ["trainer.max_epochs=2", "+trainer.limit_train_batches=4", "threads=1", "logger.experiment_name=unit"]
 
@@ -38,9 +38,18 @@ def test_same_seed_same_metrics_on_cpu(compose, tmp_path) -> None:
     assert first["run_id"] != second["run_id"]
 
 
-def test_thread_count_is_applied(compose, tmp_path) -> None:
-    prepare_run(compose(*FAST, "threads=1"), tmp_path, ROOT)
-    assert torch.get_num_threads() == 1
+def test_thread_count_is_applied(compose, tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv(MAX_THREADS_ENV, raising=False)
+    try:
+        setup_runtime(compose("threads=3"))
+        assert torch.get_num_threads() == 3
+        monkeypatch.setenv(MAX_THREADS_ENV, "2")  # a ceiling from outside caps it, the config stays as written
+        setup_runtime(compose("threads=3"))
+        assert torch.get_num_threads() == 2
+        prepare_run(compose(*FAST, "threads=1"), tmp_path, ROOT)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(1)
 
 
 def test_crash_marks_run_failed_not_running(compose, tmp_path) -> None:

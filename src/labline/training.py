@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,12 +55,18 @@ class PreparedRun:
     root: Path
 
 
+MAX_THREADS_ENV = "LABLINE_MAX_THREADS"
+
+
 def setup_runtime(cfg: DictConfig) -> None:
     """Threads first (a contended core makes steps 10-20x slower), then every RNG."""
     threads = cfg.get("threads", 2)
     if not isinstance(threads, int) or threads < 1:
         raise ConfigError("threads", f"must be a positive integer, got {threads!r}", "1 .. number of cores")
-    torch.set_num_threads(threads)
+    # A ceiling set from outside by whoever shares the cores out (parallel test workers, a batch
+    # scheduler): the config stays what the user wrote, the process never oversubscribes its share.
+    ceiling = os.environ.get(MAX_THREADS_ENV, "")
+    torch.set_num_threads(min(threads, int(ceiling)) if ceiling.isdigit() and int(ceiling) > 0 else threads)
     seed = cfg.get("seed", 0)
     if not isinstance(seed, int) or seed < 0:
         raise ConfigError("seed", f"must be a non-negative integer, got {seed!r}")
