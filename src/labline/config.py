@@ -149,6 +149,8 @@ def compose_config(overrides: Sequence[str] = (), conf: Path | None = None) -> D
             raise _explain_missing(exc, parsed) from None
         except HydraException as exc:
             raise ConfigError("config", str(exc).splitlines()[0]) from None
+        if len(group_overrides) == len(parsed):
+            return base  # nothing but group choices: the second composition would be the same config
         try:
             cfg = compose(CONFIG_NAME, overrides=list(overrides))
         except MissingConfigException as exc:
