@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import math
+
 import optuna
 import pytest
+from omegaconf import OmegaConf
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
+from conftest import CONF
 from labline.errors import ConfigError
 from labline.sweep.space import build_space
-from labline.sweep.study import Budget, SharedStudy, make_pruner, make_sampler, make_storage, sampler_seed
+from labline.sweep.study import Budget, SharedStudy, cma_es_note, make_pruner, make_sampler, make_storage, sampler_seed
 
 SPACE = build_space({"optimizer": "choice(adam, sgd)", "optimizer.lr": "tag(log, interval(1e-4, 1e-1))"}, [])
 GRID = build_space({"optimizer": "choice(adam, sgd)", "data.batch_size": "32,64"}, [])
@@ -130,3 +134,28 @@ def test_grid_sampler_can_be_told_its_last_point_outside_optimize() -> None:
         seen.add(tuple(sorted(trial.params.items())))
         shared.study.tell(trial, 1.0)
     assert len(seen) == 4
+
+
+def test_cmaes_samples_the_numeric_params_and_leaves_categorical_ones_to_tpe(recwarn) -> None:
+    preset = OmegaConf.load(CONF / "hparams_search" / "digits_cnn.yaml").hydra.sweeper.params
+    space = build_space(OmegaConf.to_container(preset), [])  # optimizer and batch size are categorical
+    shared = _study()
+    shared.study.sampler = make_sampler({"name": "cmaes", "seed": 0}, space, seed=0)
+    assert isinstance(shared.study.sampler, optuna.samplers.CmaEsSampler)
+    for _ in range(4):
+        trial = shared.ask(space, {})
+        shared.study.tell(trial, -abs(math.log10(trial.params["optimizer.lr"]) + 2.5) + trial.params["backbone.dropout"])
+    trials = shared.trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
+    assert all("cma:generation" in t.system_attrs for t in trials[1:]), "after its one startup trial, CMA-ES samples"
+    assert not [w for w in recwarn if "independently" in str(w.message)], "no warning per trial and parameter"
+    note = cma_es_note({"name": "cmaes"}, space)
+    assert "categorical optimizer, data.batch_size independently by TPE" in note and "optimizer.lr" in note
+    assert cma_es_note({"name": "tpe"}, space) is None
+
+
+def test_cmaes_refuses_a_space_with_only_categorical_params() -> None:
+    with pytest.raises(ConfigError) as info:
+        make_sampler({"name": "cmaes"}, GRID, seed=0)
+    assert str(info.value) == ("hydra.sweeper.sampler.name: cmaes samples float and int parameters, and ['optimizer', "
+                               "'data.batch_size'] are all categorical (valid: tpe, random, grid)")

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import math
 import shutil
+from types import SimpleNamespace
 
 import optuna
 import pytest
 from hydra import compose
 from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from conftest import CONF, ROOT
@@ -17,6 +19,8 @@ from labline.config import compose_config, hydra_context
 from labline.errors import ConfigError, exit_with
 from labline.sweep import best
 from labline.sweep.context import ActiveTrial, activate, trial_hooks
+from labline.sweep.reporter import TrialReporter
+from labline.sweep.study import make_pruner
 from labline.sweep.sweeper import _failure, _judge
 from labline.tracking.store import tracking_uri
 from labline.training import train_job
@@ -35,7 +39,7 @@ def test_pruned_trial_stops_training_and_its_run_ends_finished_with_a_pruned_tag
     with activate(ActiveTrial(trial, "unit-study", prune=True, measure_complexity=False)) as active:
         result = train_job(compose(*FAST, "trainer.max_epochs=4"), tmp_path, ROOT)
     assert active.reporter.pruned_epoch == 0 and active.reporter.epochs == 1
-    assert list(study.trials[0].intermediate_values) == [0]
+    assert list(study.trials[0].intermediate_values) == [1], "steps count epochs trained"
     run = MlflowClient(tracking_uri()).get_run(result["run_id"])
     assert run.info.status == "FINISHED"
     tags = run.data.tags
@@ -56,6 +60,38 @@ def test_multi_objective_trial_measures_flops_and_reports_nothing(compose, tmp_p
     assert study.trials[0].intermediate_values == {}
     run = MlflowClient(tracking_uri()).get_run(result["run_id"])
     assert run.data.metrics["model/flops"] == values[1]
+
+
+def _validate(reporter: TrialReporter, values: list[float], mode: str) -> SimpleNamespace:
+    """Lightning's side of ``on_validation_end``, one call per epoch; the trainer as the reporter sees it."""
+    module = SimpleNamespace(monitor="val/x", monitor_mode=mode)
+    trainer = SimpleNamespace(sanity_checking=False, should_stop=False)
+    for epoch, value in enumerate(values):
+        trainer.current_epoch, trainer.callback_metrics = epoch, {"val/x": value}
+        reporter.on_validation_end(trainer, module)
+        if trainer.should_stop:
+            break
+    return trainer
+
+
+@pytest.mark.parametrize(("mode", "values", "reported"),
+                         [("max", [0.5, 0.8, 0.6], {1: 0.5, 2: 0.8, 3: 0.8}), ("min", [0.9, 0.4, 0.7], {1: 0.9, 2: 0.4, 3: 0.4})])
+def test_reporter_reports_the_best_value_so_far_per_epoch_trained(mode: str, values: list, reported: dict) -> None:
+    study = optuna.create_study(direction="maximize" if mode == "max" else "minimize", pruner=optuna.pruners.NopPruner())
+    reporter = TrialReporter(study.ask(), prune=True, measure_complexity=False)
+    _validate(reporter, values, mode)
+    assert study.trials[0].intermediate_values == reported and reporter.epochs == 3
+
+
+def test_the_presets_pruner_judges_a_trial_after_its_first_epoch() -> None:
+    preset = OmegaConf.to_container(OmegaConf.load(CONF / "hparams_search" / "digits_cnn.yaml").hydra.sweeper.pruner)
+    study = optuna.create_study(direction="maximize", pruner=make_pruner(preset))
+    first = TrialReporter(study.ask(), prune=True, measure_complexity=False)
+    _validate(first, [0.9, 0.9], "max")  # the first trial is always promoted: nothing to compare with
+    second = TrialReporter(study.ask(), prune=True, measure_complexity=False)
+    trainer = _validate(second, [0.5, 0.95, 0.99], "max")
+    assert trainer.should_stop and (second.epochs, second.pruned_epoch) == (1, 0)
+    assert first.pruned_epoch is None
 
 
 class _Reporter:

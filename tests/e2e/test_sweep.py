@@ -18,7 +18,7 @@ from labline.config import compose_config
 
 pytestmark = pytest.mark.e2e
 
-TINY = ["hparams_search=digits_cnn", "trainer.max_epochs=3", "+trainer.limit_train_batches=3"]
+TINY = ["hparams_search=digits_cnn", "trainer.max_epochs=3", "+trainer.limit_train_batches=3", "logger.log_checkpoint=false"]
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
@@ -79,7 +79,7 @@ def test_pruning_study_with_a_failing_trial(project: Path) -> None:
 
 
 def test_killed_study_resumes_to_exactly_n_trials(project: Path) -> None:
-    args = ["labline", "train", "-m", *TINY, "threads=1", "hydra.sweeper.study_name=resume", "hydra.sweeper.n_trials=4",
+    args = ["labline", "train", "-m", *TINY, "threads=1", "hydra.sweeper.study_name=resume", "hydra.sweeper.n_trials=3",
             "hydra.sweeper.heartbeat_interval=1"]
     first = subprocess.Popen([str(BIN / args[0]), *args[1:]], cwd=project, env=project_env(project),
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -88,7 +88,7 @@ def test_killed_study_resumes_to_exactly_n_trials(project: Path) -> None:
         while time.monotonic() < deadline and first.poll() is None:
             time.sleep(1)
             try:
-                if sum(t.state in FINISHED for t in _study(project, "resume").trials) >= 2:
+                if sum(t.state in FINISHED for t in _study(project, "resume").trials) >= 1:
                     break
             except KeyError:  # the study does not exist yet
                 continue
@@ -96,11 +96,11 @@ def test_killed_study_resumes_to_exactly_n_trials(project: Path) -> None:
         first.kill()  # SIGKILL: no handler runs, the trial in flight stays RUNNING in the storage
         first.wait()
     before = _study(project, "resume").trials
-    assert 2 <= sum(t.state in FINISHED for t in before) < 4
+    assert 1 <= sum(t.state in FINISHED for t in before) < 3
 
-    run_cli_result = _sweep(project, "resume", "threads=1", "hydra.sweeper.n_trials=4", "hydra.sweeper.heartbeat_interval=1")
+    run_cli_result = _sweep(project, "resume", "threads=1", "hydra.sweeper.n_trials=3", "hydra.sweeper.heartbeat_interval=1")
     trials = _study(project, "resume").trials
-    assert sum(t.state in FINISHED for t in trials) == 4
+    assert sum(t.state in FINISHED for t in trials) == 3
     assert [t.number for t in trials] == list(range(len(trials))), "no repeated or missing trial numbers"
     assert all(t.state != TrialState.RUNNING for t in trials)
     for old in before:
@@ -109,7 +109,7 @@ def test_killed_study_resumes_to_exactly_n_trials(project: Path) -> None:
     finished_params = [tuple(sorted(t.params.items())) for t in trials if t.state in FINISHED]
     assert len(set(finished_params)) == len(finished_params), "completed trials are not repeated"
     assert len({t.user_attrs["session"] for t in trials}) == 2
-    assert f"{sum(t.state in FINISHED for t in before)} of 4 trials finished" in run_cli_result.stdout
+    assert f"{sum(t.state in FINISHED for t in before)} of 3 trials finished" in run_cli_result.stdout
 
     _, children = _runs(project, "resume")
     assert all(r.info.status != "RUNNING" for r in children)
@@ -129,13 +129,10 @@ def test_two_parallel_workers_share_one_study(project: Path) -> None:
     assert {r.data.params["threads"] for r in children} == {threads}, "each worker gets cores / workers threads"
 
 
-@pytest.mark.parametrize(
-    ("override", "needle"),
-    [("optimizer.lr=range(5,5)", "optimizer.lr: empty range"), ("optimizer=choice(adam, adamm)", "optimizer=adamm")],
-)
-def test_search_space_errors_exit_2_before_any_trial(project: Path, override: str, needle: str) -> None:
-    result = run_cli(project, "labline", "train", "-m", *TINY, "hydra.sweeper.study_name=typo", override)
+def test_search_space_error_exits_2_before_any_trial(project: Path) -> None:
+    # Every choice is composed before the study exists; syntax errors (empty range, ...) are unit-tested.
+    result = run_cli(project, "labline", "train", "-m", *TINY, "hydra.sweeper.study_name=typo", "optimizer=choice(adam, adamm)")
     assert result.returncode == 2, result.stderr[-2000:]
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and needle in lines[0], result.stderr
+    assert len(lines) == 1 and "optimizer=adamm" in lines[0], result.stderr
     assert "typo" not in optuna.get_all_study_names(f"sqlite:///{project / 'optuna.db'}")

@@ -4,10 +4,22 @@
 inside ``fit``; labline's MLflow run would record that as FAILED. This callback
 asks the trainer to stop instead: the run ends FINISHED with a ``pruned`` tag,
 and the sweeper tells Optuna PRUNED.
+
+What is reported is chosen to match the pruners' arithmetic and the objective:
+
+- the step is the number of epochs trained (1, 2, ...), the *resource* of
+  successive halving and hyperband, so ``min_resource: 1`` judges a trial after
+  its first epoch and rungs fall at epochs 1, 3, 9 (with Optuna's usual 0-based
+  epoch, the first rung would cost two epochs and the last could fall on the
+  final epoch, pruning a trial that has already trained to the end);
+- the value is ``task.monitor`` at its best epoch so far, the same quantity the
+  trial's objective (``best_value``) is at the end, so one noisy epoch does not
+  prune a trial whose best epoch is as good as its rivals'.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import lightning.pytorch as pl
@@ -20,7 +32,8 @@ class TrialReporter(pl.Callback):
         self.prune = prune  # Optuna cannot prune multi-objective studies
         self.measure_complexity = measure_complexity
         self.epochs = 0
-        self.pruned_epoch: int | None = None
+        self.best: float | None = None
+        self.pruned_epoch: int | None = None  # 0-based, like Lightning's current_epoch and the run's stopped_epoch
         self.measured: dict[str, float] = {}
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -42,9 +55,14 @@ class TrialReporter(pl.Callback):
             return
         epoch = trainer.current_epoch
         self.epochs = epoch + 1
+        value = float(value)
+        if self.best is None or math.isnan(value) or math.isnan(self.best):
+            self.best = value  # a NaN epoch is reported as NaN (pruners prune on it), not hidden by a better past
+        else:
+            self.best = (min if getattr(pl_module, "monitor_mode", "max") == "min" else max)(self.best, value)
         if not self.prune:
             return
-        self.trial.report(float(value), step=epoch)
+        self.trial.report(self.best, step=self.epochs)
         if self.trial.should_prune():
             self.pruned_epoch = epoch
             trainer.should_stop = True

@@ -48,16 +48,21 @@ class SearchSpace:
 
     def probes(self) -> list[list[str]]:
         """Override lists that together touch every categorical option and both ends of every
-        numeric range, so a typo in any of them is caught before the first trial."""
-        lowest = {key: _ends(d)[0] for key, d in self.distributions.items()}
-        probes = [self.job_overrides(lowest)]
-        for key, distribution in self.distributions.items():
-            probes += [self.job_overrides({**lowest, key: value}) for value in _ends(distribution)[1:]]
-        return probes
+        numeric range, so a typo in any of them is caught before the first trial. Probe ``i`` takes
+        option ``i`` of every key (cycling through shorter lists; a range's are its two ends): each
+        probe is a full composition (up to a second on a busy machine), so there are only as many as
+        the longest choice has options, at least two."""
+        ends = {key: _ends(d) for key, d in self.distributions.items()}
+        count = max([2, *(len(values) for values in ends.values())])
+        return [self.job_overrides({key: values[i % len(values)] for key, values in ends.items()}) for i in range(count)]
 
     def grid(self) -> dict[str, list[Any]]:
         """Every value of every parameter, for Optuna's GridSampler."""
         return {key: _all_values(key, d) for key, d in self.distributions.items()}
+
+    def categorical(self) -> list[str]:
+        """Keys sampled from a set of options (what CMA-ES cannot model)."""
+        return [key for key, d in self.distributions.items() if isinstance(d, CategoricalDistribution)]
 
     def describe(self) -> dict[str, str]:
         return {key: _describe(d) for key, d in self.distributions.items()}

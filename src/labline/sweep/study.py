@@ -8,7 +8,6 @@ resumes to exactly ``n_trials`` finished trials.
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import threading
 import warnings
@@ -34,7 +33,8 @@ from labline.sweep.space import SearchSpace
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 PRUNERS: dict[str, type] = {"median": optuna.pruners.MedianPruner, "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
                             "hyperband": optuna.pruners.HyperbandPruner, "none": optuna.pruners.NopPruner}
-# A trial is judged from its third epoch on, once five trials have finished.
+# Median: a trial is judged from its second epoch trained on (Optuna's default: from its first report), once five
+# trials have completed; until then every trial runs to the end, which is why median suits long studies.
 PRUNER_DEFAULTS = {"median": {"n_startup_trials": 5, "n_warmup_steps": 2}}
 
 
@@ -99,15 +99,37 @@ def make_sampler(spec: dict[str, Any], space: SearchSpace, seed: int | None) -> 
     name = spec.get("name", "tpe")
     if name not in SAMPLERS:
         raise ConfigError("hydra.sweeper.sampler.name", f"unknown sampler '{name}'", SAMPLERS)
-    if name == "cmaes" and importlib.util.find_spec("cmaes") is None:
-        raise ConfigError("hydra.sweeper.sampler.name", "cmaes needs the `cmaes` package (pip install cmaes)", SAMPLERS)
+    if name == "cmaes" and len(space.categorical()) == len(space.distributions):
+        raise ConfigError("hydra.sweeper.sampler.name", f"cmaes samples float and int parameters, and {space.categorical()} "
+                                                        "are all categorical", ["tpe", "random", "grid"])
     options = _options(spec, SAMPLERS[name], SAMPLERS, "hydra.sweeper.sampler")
     try:
         if name == "grid":
             return _AskTellGridSampler(space.grid(), seed=seed, **options)
+        if name == "cmaes":
+            return _cma_es(seed, options)
         return SAMPLERS[name](seed=seed, **options)
     except (TypeError, ValueError) as exc:
         raise ConfigError("hydra.sweeper.sampler", f"{name}: {' '.join(str(exc).split())}") from None
+
+
+def _cma_es(seed: int | None, options: dict[str, Any]) -> BaseSampler:
+    """CMA-ES models float and int parameters jointly; Optuna hands every other parameter to an
+    independent sampler (random by default) and warns once per trial and parameter. labline makes that
+    TPE, which learns from the study's history where random does not, and says it once at the start
+    (``cma_es_note``) instead of per trial. (A space with nothing but categorical parameters, which
+    leaves CMA-ES nothing to do, is refused before.)"""
+    options = {"independent_sampler": optuna.samplers.TPESampler(seed=seed), "warn_independent_sampling": False, **options}
+    return optuna.samplers.CmaEsSampler(seed=seed, **options)
+
+
+def cma_es_note(spec: dict[str, Any], space: SearchSpace) -> str | None:
+    """One line telling which parameters CMA-ES leaves to TPE, or None."""
+    categorical = space.categorical()
+    if spec.get("name") != "cmaes" or not categorical:
+        return None
+    rest = [key for key in space.distributions if key not in categorical]
+    return f"cmaes: {', '.join(rest)} sampled by CMA-ES; categorical {', '.join(categorical)} independently by TPE"
 
 
 def make_pruner(spec: dict[str, Any]) -> optuna.pruners.BasePruner:

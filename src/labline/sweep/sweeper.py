@@ -42,6 +42,7 @@ from labline.sweep.space import SYNTAX, SearchSpace, build_space
 from labline.sweep.study import (
     Budget,
     SharedStudy,
+    cma_es_note,
     make_pruner,
     make_sampler,
     make_storage,
@@ -123,8 +124,9 @@ class OptunaSweep:
         space = build_space(s.params or {}, arguments, OverridesParser.create(config_loader=self.hydra_context.config_loader))
         if not space.distributions:
             raise ConfigError("hydra.sweeper.params", "no parameter to search: give at least one sweep", SYNTAX)
-        for probe in space.probes():
-            compose_config(probe)
+        if os.environ.get(WORKER_ENV) is None:  # workers run what their session already checked
+            for probe in space.probes():
+                compose_config(probe)
         n_trials = s.n_trials
         if s.sampler.get("name") == "grid":
             n_trials = min(n_trials, math.prod(len(v) for v in space.grid().values()))
@@ -157,6 +159,8 @@ class OptunaSweep:
         done = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in shared.trials())
         print(f"study '{plan.study_name}' in {_public_url(plan.storage)}: {done} of {plan.n_trials} trials finished; "
               f"jobs in {sweep_dir}")
+        if note := cma_es_note(s.sampler, plan.space):
+            print(note)
         try:
             if s.n_jobs == 1:
                 self._loop(plan, shared, tracking, worker=0)
@@ -322,7 +326,7 @@ def _describe(trial: FrozenTrial, objectives: list[str]) -> str:
     if trial.state == TrialState.COMPLETE:
         outcome = _values(objectives, trial.values)
     elif trial.state == TrialState.PRUNED:
-        outcome = f"at epoch {max(trial.intermediate_values, default=0)}"
+        outcome = f"after {max(trial.intermediate_values, default=0)} epoch(s)"  # steps count epochs trained
     else:
         outcome = trial.user_attrs.get("fail_reason", "interrupted")
     return f"trial {trial.number} {trial.state.name} {outcome} [{params}]"
