@@ -159,3 +159,25 @@ def test_cmaes_refuses_a_space_with_only_categorical_params() -> None:
         make_sampler({"name": "cmaes"}, GRID, seed=0)
     assert str(info.value) == ("hydra.sweeper.sampler.name: cmaes samples float and int parameters, and ['optimizer', "
                                "'data.batch_size'] are all categorical (valid: tpe, random, grid)")
+
+
+def test_a_killed_trials_run_is_marked_killed_even_before_the_trial_knew_its_run_id(isolated_store) -> None:
+    """SIGKILL between opening the trial's MLflow run and fitting: the trial has no mlflow_run_id yet."""
+    from mlflow.tracking import MlflowClient
+
+    from labline.sweep.tracking import StudyTracking
+
+    tracking = StudyTracking("sweep-unit")
+    study = optuna.create_study(study_name="orphan")
+    unnamed, named = study.ask(), study.ask()
+    runs = {}
+    for trial in (unnamed, named):
+        runs[trial.number] = tracking.client.create_run(
+            tracking.experiment_id, tags={"optuna_study": "orphan", "optuna_trial": str(trial.number)}).info.run_id
+    named.set_user_attr("mlflow_run_id", runs[named.number])
+    bystander = tracking.client.create_run(tracking.experiment_id, tags={"optuna_study": "other", "optuna_trial": "0"})
+    for trial in study.trials:
+        tracking.mark_interrupted(study, trial)
+    client = MlflowClient(tracking.client.tracking_uri)
+    assert [client.get_run(runs[n]).info.status for n in (0, 1)] == ["KILLED", "KILLED"]
+    assert client.get_run(bystander.info.run_id).info.status == "RUNNING", "another study's trial 0 is left alone"

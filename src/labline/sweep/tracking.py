@@ -74,12 +74,21 @@ class StudyTracking:
             self.client.set_terminated(run_id, "FAILED")  # it trained, but its objective is unusable
 
     def mark_interrupted(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        """A trial whose process died: its run stays RUNNING forever unless told otherwise."""
+        """A trial whose process died: its run stays RUNNING forever unless told otherwise.
+
+        The trial learns its run id only when fitting starts; a process killed between opening the run
+        and that moment left a run the trial does not name, found by its study and trial tags instead."""
         run_id = trial.user_attrs.get("mlflow_run_id")
-        if run_id and self._exists(run_id) and self.client.get_run(run_id).info.status == "RUNNING":
-            self.client.set_tag(run_id, "optuna_state", "FAIL")
-            self.client.set_tag(run_id, "stop_reason", "interrupted: its process stopped sending heartbeats")
-            self.client.set_terminated(run_id, "KILLED")
+        if run_id and self._exists(run_id):
+            runs = [self.client.get_run(run_id)]
+        else:
+            runs = self.client.search_runs([self.experiment_id], f"tags.optuna_study = '{study.study_name}' and "
+                                           f"tags.optuna_trial = '{trial.number}' and attributes.status = 'RUNNING'")
+        for run in runs:
+            if run.info.status == "RUNNING":
+                self.client.set_tag(run.info.run_id, "optuna_state", "FAIL")
+                self.client.set_tag(run.info.run_id, "stop_reason", "interrupted: its process stopped sending heartbeats")
+                self.client.set_terminated(run.info.run_id, "KILLED")
 
     def finish(self, summary: dict[str, Any], plots: list[Path], best_config: Path | None) -> None:
         """Best value and parameters, trial counts and plots on the parent run, then close it."""
