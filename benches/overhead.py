@@ -10,7 +10,11 @@ user + system time). On a shared 2-core machine other jobs inflate wall time by 
 from epoch to epoch, while CPU time counts only this process's work, so the CPU-time ratio is the
 load-robust measure of labline's overhead and the wall ratio is the one to trust on an idle machine.
 
-    python benches/overhead.py [--epochs 6] [--rounds 3] [--threads 2] [--out docs/benchmarks.md]
+    python benches/overhead.py [--epochs 6] [--rounds 3] [--threads 2] [--batch-size 64] [--out docs/benchmarks.md]
+
+labline's extra work is mostly per epoch (MLflow logging, the best and the resumable checkpoint, metric
+computation), so its ratio depends on how many steps an epoch has: run it at two batch sizes to see
+the per-epoch and the per-step parts.
 """
 
 from __future__ import annotations
@@ -66,7 +70,36 @@ def labline_epochs(overrides: list[str], workdir: Path) -> list[tuple[float, flo
     return timer.times
 
 
-def plain_epochs(overrides: list[str], workdir: Path) -> list[tuple[float, float]]:
+class BareModule(pl.LightningModule):
+    """The same network, loss and optimizer in the smallest LightningModule: what Lightning itself costs."""
+
+    def __init__(self, model: nn.Module, lr: float):
+        super().__init__()
+        self.model, self.lr, self.loss_fn = model, lr, nn.CrossEntropyLoss()
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self.loss_fn(self.model(batch[0]), batch[1])
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self.loss_fn(self.model(batch[0]), batch[1])
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=self.lr)
+
+
+def lightning_epochs(overrides: list[str], workdir: Path) -> list[tuple[float, float]]:
+    """A bare Trainer (no logger, checkpoints, progress bar or callbacks but the timer)."""
+    cfg = compose_config(overrides, conf=ROOT / "conf")
+    run = prepare_run(cfg, workdir, ROOT)
+    timer = EpochTimer()
+    trainer = pl.Trainer(max_epochs=cfg.trainer.max_epochs, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, callbacks=[timer])
+    trainer.fit(BareModule(nn.Sequential(run.task.backbone, run.task.head), cfg.optimizer.lr), datamodule=run.datamodule)
+    return timer.times
+
+
+def plain_epochs(overrides: list[str], workdir: Path) -> tuple[list[tuple[float, float]], int]:
+    """(wall, CPU) per epoch, and the number of training steps per epoch."""
     cfg = compose_config(overrides, conf=ROOT / "conf")
     run = prepare_run(cfg, workdir, ROOT)  # same seed, threads, data, model weights init
     model = nn.Sequential(run.task.backbone, run.task.head)
@@ -91,7 +124,7 @@ def plain_epochs(overrides: list[str], workdir: Path) -> list[tuple[float, float
                 correct += int((logits.argmax(1) == y).sum())
                 total += len(y)
         times.append(since(start))
-    return times
+    return times, len(train)
 
 
 def main() -> None:
@@ -99,36 +132,46 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=64, help="the default experiment's is 64 (17 steps per epoch)")
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
     args = parser.parse_args()
     os.environ.setdefault("LABLINE_PROJECT_ROOT", tempfile.mkdtemp(prefix="labline-bench-"))
-    overrides = [f"trainer.max_epochs={args.epochs}", f"threads={args.threads}", "callbacks=none",
+    overrides = [f"trainer.max_epochs={args.epochs}", f"threads={args.threads}", f"data.batch_size={args.batch_size}",
+                 "callbacks=none",
                  "trainer.enable_progress_bar=true", "logger.experiment_name=bench"]
-    lab, plain = [], []
+    lab, plain, bare = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
             lab += labline_epochs(overrides, Path(tmp) / f"lab{r}")[1:]  # epoch 0 includes warm-up
-            plain += plain_epochs(overrides, Path(tmp) / f"plain{r}")[1:]
+            times, steps = plain_epochs(overrides, Path(tmp) / f"plain{r}")
+            plain += times[1:]
+            bare += lightning_epochs(overrides, Path(tmp) / f"bare{r}")[1:]
     cells = []
     for clock in (0, 1):  # wall, CPU
         plain_ms = statistics.median(t[clock] for t in plain) * 1e3
         lab_ms = statistics.median(t[clock] for t in lab) * 1e3
         cells += [f"{plain_ms:.1f}", f"{lab_ms:.1f}", f"{lab_ms / plain_ms:.3f}x"]
+    bare_ratio = statistics.median(t[0] for t in bare) / statistics.median(t[0] for t in plain)
+    cells.append(f"{bare_ratio:.3f}x")
     load = os.getloadavg()[0]
-    line = f"| {time.strftime('%Y-%m-%d')} | {args.epochs} x {args.rounds} | {args.threads} | {load:.1f} | {' | '.join(cells)} |"
-    print(f"median epoch (train + val), plain / labline / ratio: wall {' / '.join(cells[:3])}, CPU {' / '.join(cells[3:])}")
+    line = (f"| {time.strftime('%Y-%m-%d')} | {args.batch_size} ({steps}) | {args.epochs} x {args.rounds} | {args.threads} | "
+            f"{load:.1f} | {' | '.join(cells)} |")
+    print(f"median epoch (train + val), plain / labline / ratio: wall {' / '.join(cells[:3])}, CPU {' / '.join(cells[3:6])}; "
+          f"bare Lightning / plain wall {cells[6]}")
     _record(Path(args.out), line)
 
 
 HEADER = """## Overhead: labline vs a plain PyTorch loop (`benches/overhead.py`)
 
-Default model (CNN [32, 64, 128] + linear head, Adam) on the digits hold-out split (1077 train / 360 val,
-batch 64), median epoch wall time (train + validation) after the first epoch, labline and plain rounds
-interleaved in one process; wall clock and process CPU time (all threads) in ms per epoch, with the
-1-minute load average at the end. Goal: at most 1.05x.
+Default model (CNN [32, 64, 128] + linear head, Adam) on the digits hold-out split (1077 train / 360 val;
+batch size and steps per epoch in the batch column), median epoch time (train + validation) after the
+first epoch, labline and plain rounds
+interleaved in one process; wall clock and process CPU time (all threads) in ms per epoch (plain,
+labline: wall), with the 1-minute load average at the end; the last column is a bare Lightning Trainer on the same network (no
+logger, checkpoints, metrics or progress bar) against the plain loop. Goal: at most 1.05x.
 
-| date | epochs x rounds | threads | load | plain wall | labline wall | wall ratio | plain CPU | labline CPU | CPU ratio |
-| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
+| date | batch (steps) | epochs x rounds | threads | load | plain | labline | x | plain CPU | labline CPU | CPU x | Lightning x |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
 """
 
 

@@ -81,7 +81,8 @@ def test_gradient_guard_flags_exactly_non_finite_entries(bad: float, flagged: bo
     module.weight.grad = torch.ones(2, 3)
     module.bias.grad = torch.tensor([1.0, bad])
     guard = NonFiniteGuard("skip")
-    guard.on_before_optimizer_step(SimpleNamespace(global_step=7, current_epoch=0), module, None)
+    guard.on_before_optimizer_step(SimpleNamespace(global_step=7, current_epoch=0), module,
+                                   torch.optim.SGD(module.parameters(), lr=0.1))
     assert guard.skipped == int(flagged)
     assert (module.weight.grad is None) == flagged
 

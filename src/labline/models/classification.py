@@ -18,6 +18,8 @@ from labline.models.heads.multitask import check_pairing
 from labline.optim import configure_optimization
 
 Outputs = torch.Tensor | dict[str, torch.Tensor]
+# Batches kept before one metric update: amortises torchmetrics' per-call cost, bounds the memory.
+FLUSH_BATCHES = 32
 
 
 class ClassificationTask(pl.LightningModule):
@@ -47,6 +49,7 @@ class ClassificationTask(pl.LightningModule):
                                       .clone(prefix=f"{part}/") for part in ("train", "val", "test")})
         self.losses = nn.ModuleDict({f"{part}_loss": torchmetrics.MeanMetric() for part in ("train", "val", "test")})
         self.term_losses = nn.ModuleDict()
+        self.pending: dict[str, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = {"train": [], "val": [], "test": []}
         self.test_probs: list[torch.Tensor] = []
         self.test_targets: list[torch.Tensor] = []
 
@@ -78,14 +81,17 @@ class ClassificationTask(pl.LightningModule):
         return self.loss_fn(outputs, labels.encode(y, self.loss_target, outputs.shape[1])), {}
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], part: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Updates metric states only: calling ``self.log`` for ~10 metrics every step cost more than the
-        forward pass of the default model (benches/overhead.py); values are logged once per epoch."""
+        """Keeps the batch's outputs for the metrics, which are updated every ``FLUSH_BATCHES`` batches and
+        logged once per epoch: calling ``self.log`` for ~10 metrics every step, and even updating them every
+        step (~3 ms, about the default model's forward pass), cost more than the step (benches/overhead.py).
+        The metric states are sums, so the values are the same as with per-step updates."""
         x, y = batch
         outputs = self(x)
         logits = outputs[self.head.main] if isinstance(outputs, dict) else outputs
         loss, terms = self._loss(outputs, y)
-        self.metrics[f"{part}_metrics"].update(logits.detach().float().softmax(-1), y)
-        self.losses[f"{part}_loss"].update(loss.detach(), weight=len(y))
+        self.pending[part].append((logits.detach(), y, loss.detach()))
+        if len(self.pending[part]) >= FLUSH_BATCHES:
+            self._flush(part)
         for name, term in terms.items():
             key = f"{part}_{name}"
             if key not in self.term_losses:
@@ -93,7 +99,18 @@ class ClassificationTask(pl.LightningModule):
             self.term_losses[key].update(term.detach(), weight=len(y))
         return loss, logits
 
+    def _flush(self, part: str) -> None:
+        """One metric update for the kept batches (bounded memory: at most ``FLUSH_BATCHES`` batches)."""
+        if not self.pending[part]:
+            return
+        logits, y, losses = zip(*self.pending[part], strict=True)
+        self.pending[part] = []
+        self.metrics[f"{part}_metrics"].update(torch.cat(logits).float().softmax(-1), torch.cat(y))
+        self.losses[f"{part}_loss"].update(torch.stack(losses), weight=torch.tensor([len(t) for t in y], dtype=torch.float32,
+                                                                                     device=losses[0].device))
+
     def _log_epoch(self, part: str) -> None:
+        self._flush(part)
         if self.losses[f"{part}_loss"].update_count == 0:
             return
         values = {f"{part}/loss": self.losses[f"{part}_loss"].compute(), **self.metrics[f"{part}_metrics"].compute()}
@@ -118,6 +135,7 @@ class ClassificationTask(pl.LightningModule):
             self._log_epoch("train")
             self._log_epoch("val")
         else:
+            self.pending["val"] = []
             self.losses["val_loss"].reset()
             self.metrics["val_metrics"].reset()
 
