@@ -29,7 +29,7 @@ run: $(STAMP)
 ## test file on one worker (module fixtures are built once); tests/conftest.py gives each worker's
 ## trainings its share of the cores as torch threads.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile
+	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile --durations=15
 
 ## MLflow UI over the project's store, bound to loopback.
 ui: $(STAMP)
