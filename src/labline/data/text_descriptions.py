@@ -26,8 +26,8 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
-import yaml
 
+from labline.data.class_tables import read_class_table
 from labline.data.shapes import ATTRIBUTES, SEPARATOR
 from labline.errors import ConfigError
 from labline.paths import project_root
@@ -58,23 +58,12 @@ def shape_sentence(class_name: str) -> str:
 def read_class_texts(path: str, classes: Sequence[str]) -> list[str]:
     """A user's descriptions: a YAML mapping each class name to one sentence; returned in ``classes`` order."""
     key = f"{KEY}.class_texts"
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigError(key, f"file not found: {path}", "a YAML file mapping class name -> sentence")
-    try:
-        table = yaml.safe_load(file.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(key, f"{path} is not valid YAML ({type(exc).__name__})") from None
-    if not isinstance(table, dict):
-        raise ConfigError(key, f"{path} must map class names to sentences", "class_name: a sentence describing it")
-    table = {str(k): v for k, v in table.items()}
-    missing = [c for c in classes if c not in table]
-    if missing:
-        raise ConfigError(key, f"{path} has no sentence for classes {missing[:5]}", "one entry per class of the dataset")
-    bad = [c for c in classes if not isinstance(table[c], str) or not table[c].strip()]
+    texts = dict(zip(classes, read_class_table(path, classes, key, "sentence", "class_name: a sentence describing it"),
+                     strict=True))
+    bad = [c for c in classes if not isinstance(texts[c], str) or not texts[c].strip()]
     if bad:
         raise ConfigError(key, f"{path}: the entries of classes {bad[:5]} are not non-empty sentences", "class_name: a sentence")
-    return [" ".join(table[c].split()) for c in classes]
+    return [" ".join(texts[c].split()) for c in classes]
 
 
 def class_sentences(classes: Sequence[str], class_texts: str | None) -> list[str]:

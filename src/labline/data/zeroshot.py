@@ -20,12 +20,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-import yaml
 
 from labline.data import text_descriptions
+from labline.data.class_tables import read_class_table
 from labline.data.datamodule import ArrayDataModule, Augment
 from labline.data.shapes import class_attributes
 from labline.data.stages import ProcessedData
@@ -53,21 +52,9 @@ class ZeroShotClasses:
 def read_class_attributes(path: str, classes: Sequence[str]) -> tuple[list[str], np.ndarray]:
     """A user's descriptions: a YAML mapping each class name to a list of numbers, one per attribute."""
     key = f"{KEY}.class_attributes"
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigError(key, f"file not found: {path}", "a YAML file mapping class name -> [numbers]")
+    vectors = read_class_table(path, classes, key, "vector", "class_name: [0, 1, 1, ...]")
     try:
-        table = yaml.safe_load(file.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(key, f"{path} is not valid YAML ({type(exc).__name__})") from None
-    if not isinstance(table, dict):
-        raise ConfigError(key, f"{path} must map class names to attribute vectors", "class_name: [0, 1, 1, ...]")
-    table = {str(k): v for k, v in table.items()}
-    missing = [c for c in classes if c not in table]
-    if missing:
-        raise ConfigError(key, f"{path} has no vector for classes {missing[:5]}", "one entry per class of the dataset")
-    try:
-        matrix = np.array([table[c] for c in classes], dtype=np.float32)
+        matrix = np.array(vectors, dtype=np.float32)
     except (TypeError, ValueError):
         raise ConfigError(key, f"{path}: vectors must be lists of numbers of one length") from None
     if matrix.ndim != 2 or matrix.shape[1] == 0 or not np.isfinite(matrix).all():
