@@ -168,10 +168,7 @@ def fit(run: PreparedRun, resume_from: Path | None = None) -> Path:
 
 
 def test(run: PreparedRun, checkpoint: Path, reports: Path) -> dict[str, float]:
-    """Evaluate the checkpoint on the test split once; write metrics (and what the task adds) to reports/ and MLflow.
-
-    A classifier's probabilities on the validation part come last (``predictions/val.npz``, one more pass of the
-    same checkpoint over it), as ensembles fit their weights on them."""
+    """Evaluate the checkpoint on the test split once; write metrics (and what the task adds) to reports/ and MLflow."""
     results = run.trainer.test(run.task, datamodule=run.datamodule, ckpt_path=str(checkpoint), verbose=False)[0]
     metrics = {METRIC_NAMES.get(k, k.replace("/", "_")): float(v) for k, v in results.items()}
     write_json(metrics, reports / "metrics.json")
@@ -183,7 +180,6 @@ def test(run: PreparedRun, checkpoint: Path, reports: Path) -> dict[str, float]:
     # Tasks with outputs of their own (attention maps, episode accuracies, ...) return files to keep.
     for path in getattr(run.task, "test_artifacts", lambda folder: [])(reports):
         run.tracker.log_artifact(Path(path), "test")
-    log_validation_predictions(run, checkpoint)
     return metrics
 
 
@@ -234,11 +230,11 @@ def train_and_test(cfg: DictConfig, out_dir: Path, root: Path, do_test: bool | N
         resume.mark(root, chash, out_dir, run.tracker.run_id)
         try:
             best = fit(run, previous.checkpoint if previous else None)
-            if do_test:
-                metrics = test(run, best, out_dir)
-            else:  # validation is not the test split: its predictions are saved for ensembles either way
-                metrics = {}
-                log_validation_predictions(run, best)
+            metrics = test(run, best, out_dir) if do_test else {}
+            # Validation is not the test split: its probabilities (one more pass of the best checkpoint) are
+            # saved once, right after training, for ensembles to fit weights on; the DVC evaluate stage,
+            # which tests the same run later, does not repeat them.
+            log_validation_predictions(run, best)
         except Interrupted:
             raise
         except BaseException:
