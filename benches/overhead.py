@@ -10,11 +10,13 @@ user + system time). On a shared 2-core machine other jobs inflate wall time by 
 from epoch to epoch, while CPU time counts only this process's work, so the CPU-time ratio is the
 load-robust measure of labline's overhead and the wall ratio is the one to trust on an idle machine.
 
-    python benches/overhead.py [--epochs 6] [--rounds 3] [--threads 2] [--batch-size 64] [--out docs/benchmarks.md]
+    python benches/overhead.py [--epochs 6] [--rounds 3] [--threads 2] [--batch-size 64] [--set KEY=VALUE ...]
+                               [--out docs/benchmarks.md]
 
 labline's extra work is mostly per epoch (MLflow logging, the best and the resumable checkpoint, metric
-computation), so its ratio depends on how many steps an epoch has: run it at two batch sizes to see
-the per-epoch and the per-step parts.
+computation), so its ratio depends on how long an epoch takes: run it at two batch sizes to see the
+per-epoch and the per-step parts, and with ``--set`` (any Hydra overrides, e.g. a wider backbone) to see
+how it shrinks as the model's own work grows.
 """
 
 from __future__ import annotations
@@ -133,12 +135,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=64, help="the default experiment's is 64 (17 steps per epoch)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more overrides, on both sides")
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
     args = parser.parse_args()
     os.environ.setdefault("LABLINE_PROJECT_ROOT", tempfile.mkdtemp(prefix="labline-bench-"))
     overrides = [f"trainer.max_epochs={args.epochs}", f"threads={args.threads}", f"data.batch_size={args.batch_size}",
                  "callbacks=none",
-                 "trainer.enable_progress_bar=true", "logger.experiment_name=bench"]
+                 "trainer.enable_progress_bar=true", "logger.experiment_name=bench", *args.set]
     lab, plain, bare = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
@@ -154,24 +157,26 @@ def main() -> None:
     bare_ratio = statistics.median(t[0] for t in bare) / statistics.median(t[0] for t in plain)
     cells.append(f"{bare_ratio:.3f}x")
     load = os.getloadavg()[0]
-    line = (f"| {time.strftime('%Y-%m-%d')} | {args.batch_size} ({steps}) | {args.epochs} x {args.rounds} | {args.threads} | "
-            f"{load:.1f} | {' | '.join(cells)} |")
+    model = " ".join(f"`{o}`" for o in args.set) or "default"
+    line = (f"| {time.strftime('%Y-%m-%d')} | {model} | {args.batch_size} ({steps}) | {args.epochs} x {args.rounds} | "
+            f"{args.threads} | {load:.1f} | {' | '.join(cells)} |")
     print(f"median epoch (train + val), plain / labline / ratio: wall {' / '.join(cells[:3])}, CPU {' / '.join(cells[3:6])}; "
           f"bare Lightning / plain wall {cells[6]}")
     _record(Path(args.out), line)
 
 
+COLUMNS = ("| date | model | batch (steps) | epochs x rounds | threads | load | plain | labline | x | plain CPU | labline CPU "
+           "| CPU x | Lightning x |\n" + "| --- " * 13 + "|")
 HEADER = """## Overhead: labline vs a plain PyTorch loop (`benches/overhead.py`)
 
-Default model (CNN [32, 64, 128] + linear head, Adam) on the digits hold-out split (1077 train / 360 val;
-batch size and steps per epoch in the batch column), median epoch time (train + validation) after the
-first epoch, labline and plain rounds
-interleaved in one process; wall clock and process CPU time (all threads) in ms per epoch (plain,
-labline: wall), with the 1-minute load average at the end; the last column is a bare Lightning Trainer on the same network (no
-logger, checkpoints, metrics or progress bar) against the plain loop. Goal: at most 1.05x.
+Default model (CNN [32, 64, 128] + linear head, Adam; the model column names any overrides) on the digits
+hold-out split (1077 train / 360 val; batch size and steps per epoch in the batch column), median epoch
+time (train + validation) after the first epoch, labline and plain rounds interleaved in one process;
+wall clock and process CPU time (all threads) in ms per epoch (plain, labline: wall), with the 1-minute
+load average at the end; the last column is a bare Lightning Trainer on the same network (no logger,
+checkpoints, metrics or progress bar) against the plain loop. Goal: at most 1.05x.
 
-| date | batch (steps) | epochs x rounds | threads | load | plain | labline | x | plain CPU | labline CPU | CPU x | Lightning x |
-| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
+""" + COLUMNS + """
 """
 
 

@@ -89,6 +89,18 @@ class MlflowTracker:
 
         mlflow.log_metrics(metrics, step=step)
 
+    def log_epochs(self, rows: list[dict[str, float]]) -> None:
+        """Several epochs' metrics (each row has an ``epoch``, the x-axis) in one write."""
+        import time
+
+        from mlflow.entities import Metric
+        from mlflow.tracking import MlflowClient
+
+        now = int(time.time() * 1000)
+        metrics = [Metric(key, float(value), now, int(row["epoch"]))
+                   for row in rows for key, value in row.items() if key != "epoch"]
+        MlflowClient().log_batch(self.run_id, metrics=metrics)
+
     def set_tags(self, tags: dict[str, Any]) -> None:
         import mlflow
 
