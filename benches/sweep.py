@@ -10,7 +10,7 @@ are fed to each pruner as Optuna sees them live (labline's settings, the preset'
 counting epochs and whether the draw's best configuration survives. Trials are i.i.d. draws there (random
 search), not TPE's choices, and training is not re-run.
 
-    python benches/sweep.py [--trials 12] [--epochs 10] [--seeds 0 1 2] [--threads 1] [--jobs 1]
+    python benches/sweep.py [--trials 30] [--epochs 20] [--seeds 0 1 2] [--threads 1] [--jobs 1]
                             [--variants default|all|NAME ...] [--draws 200] [--out docs/benchmarks.md]
 """
 
@@ -189,8 +189,9 @@ def record(path: Path, body: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=12)
-    parser.add_argument("--epochs", type=int, default=10)
+    preset = OmegaConf.load(PRESET)  # by default, the budget a user of the preset gets
+    parser.add_argument("--trials", type=int, default=preset.hydra.sweeper.n_trials)
+    parser.add_argument("--epochs", type=int, default=preset.trainer.max_epochs)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--jobs", type=int, default=1, help="studies run side by side (epoch counts do not depend on it)")

@@ -118,7 +118,7 @@ def test_sigterm_stops_cleanly_and_the_same_config_resumes_to_identical_metrics(
 def test_reproduce_gives_identical_metrics_and_refuses_data_drift(compose, tmp_path, monkeypatch) -> None:
     original = train_and_test(compose(*FAST, "trainer.max_epochs=2"), tmp_path / "orig", ROOT)
     monkeypatch.setattr("labline.reproduce.drift", lambda run, root, md5: [])
-    again = reproduce(original["run_id"], ROOT)
+    again = reproduce(original["run_id"], ROOT, outputs=tmp_path)
     assert again["identical"] and again["run_id"] != original["run_id"]
     assert _client().get_run(again["run_id"]).data.tags["reproduced_from"] == original["run_id"]
 

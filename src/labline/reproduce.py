@@ -48,7 +48,8 @@ def drift(run: Any, root: Path, data_md5: str) -> list[str]:
     return found
 
 
-def reproduce(run_id: str, root: Path, allow_drift: bool = False) -> dict[str, Any]:
+def reproduce(run_id: str, root: Path, allow_drift: bool = False, outputs: Path | None = None) -> dict[str, Any]:
+    """Re-run a recorded run's config into ``outputs`` (default: the project's ``outputs/``) and compare metrics."""
     from labline.data.stages import load_processed
     from labline.report import console
     from labline.training import train_and_test
@@ -64,7 +65,7 @@ def reproduce(run_id: str, root: Path, allow_drift: bool = False) -> dict[str, A
     differences = drift(run, root, load_processed(cfg, root).md5)
     if differences and not allow_drift:
         raise ConfigError("reproduce", "; ".join(differences), "check out the recorded commit/data, or pass --allow-drift")
-    out_dir = root / "outputs" / f"reproduce-{run_id[:8]}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out_dir = (outputs or root / "outputs") / f"reproduce-{run_id[:8]}-{time.strftime('%Y%m%d-%H%M%S')}"
     tags = {"reproduced_from": run_id, "drift": "; ".join(differences) or "none"}
     result = train_and_test(cfg, out_dir, root, tags=tags)
     rows = [(k, run.data.metrics.get(k), result.get(k)) for k in COMPARED if k in run.data.metrics]
