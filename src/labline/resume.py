@@ -3,7 +3,8 @@
 While a run trains, ``.labline/inflight/<config_hash>.json`` names its output
 folder, MLflow run and process. A clean finish (or a crash, which is FAILED
 for good) removes it; SIGKILL, SIGINT and SIGTERM leave it, so running the same
-command again resumes from ``checkpoints/last.ckpt`` into the same MLflow run.
+command again resumes from the newest epoch-end checkpoint (``checkpoints/last.ckpt``, or
+``model.ckpt`` when the best epoch was the last one: see ``callbacks.checkpoints``) into the same MLflow run.
 """
 
 from __future__ import annotations
@@ -17,6 +18,13 @@ from pathlib import Path
 from labline.paths import project_root
 
 LAST = "last"
+BEST = "model"
+
+
+def latest_checkpoint(out_dir: Path) -> Path | None:
+    """The newer of the resumable and the best checkpoint: an epoch that improved is only in the best one."""
+    found = [p for p in (out_dir / "checkpoints" / f"{name}.ckpt" for name in (LAST, BEST)) if p.exists()]
+    return max(found, key=lambda p: p.stat().st_mtime_ns, default=None)
 
 
 @dataclass(frozen=True)
@@ -54,8 +62,8 @@ def find(root: Path, config_hash: str) -> tuple[Resume | None, str | None]:
         return None, None
     if record.get("host") == socket.gethostname() and record.get("pid") != os.getpid() and _alive(record.get("pid", -1)):
         return None, None  # the same config is training right now in another process: start a separate run
-    checkpoint = Path(record["out_dir"]) / "checkpoints" / f"{LAST}.ckpt"
-    if not checkpoint.exists():
+    checkpoint = latest_checkpoint(Path(record["out_dir"]))
+    if checkpoint is None:
         path.unlink()
         return None, record.get("run_id")
     return Resume(Path(record["out_dir"]), record["run_id"], checkpoint), None

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from labline import plots, report, resume
 from labline.building import build
+from labline.callbacks.checkpoints import ResumableCheckpoint
 from labline.callbacks.epoch_curves import EpochCurves
 from labline.callbacks.epoch_seed import EpochSeed
 from labline.callbacks.guards import NonFiniteGuard
@@ -37,7 +38,7 @@ from labline.metrics.complexity import model_complexity
 from labline.models.build import build_task
 from labline.predictions import log_predictions, log_validation_predictions, part_index, task_probabilities
 
-CHECKPOINT_NAME = "model"
+CHECKPOINT_NAME = resume.BEST
 METRIC_NAMES = {"test/acc": "test_accuracy", "test/f1_macro": "test_f1_macro", "test/loss": "test_loss"}
 
 
@@ -115,12 +116,13 @@ def prepare_run(cfg: DictConfig, out_dir: Path, root: Path, extra_callbacks: Seq
     every = cfg.get("checkpoint_every_n_epochs", 1)
     if not isinstance(every, int) or every < 1:
         raise ConfigError("checkpoint_every_n_epochs", f"must be a positive integer, got {every!r}")
-    # Both checkpoints are written at the end of the training epoch, after EpochCurves has logged it.
+    # Both checkpoints are written at the end of the training epoch, after EpochCurves has logged it (the
+    # resumable one only when the best one did not just save the same state).
     best = pl.callbacks.ModelCheckpoint(dirpath=out_dir / "checkpoints", filename=CHECKPOINT_NAME, monitor=task.monitor,
                                         mode=task.monitor_mode, save_top_k=1, enable_version_counter=False,
                                         save_on_train_epoch_end=True)
-    last = pl.callbacks.ModelCheckpoint(dirpath=out_dir / "checkpoints", filename=resume.LAST, every_n_epochs=every,
-                                        save_top_k=1, enable_version_counter=False, save_on_train_epoch_end=True)
+    last = ResumableCheckpoint(best, dirpath=out_dir / "checkpoints", filename=resume.LAST, every_n_epochs=every,
+                               save_top_k=1, enable_version_counter=False, save_on_train_epoch_end=True)
     guard = NonFiniteGuard(cfg.get("nonfinite", "stop"))
     extra = [build(node, f"callbacks.{name}") for name, node in (cfg.get("callbacks") or {}).items() if node]
     trainer = build(cfg.trainer, "trainer", callbacks=[EpochSeed(cfg.seed), guard, curves, best, last, *extra, *extra_callbacks],
@@ -139,9 +141,8 @@ def run_tags(run: PreparedRun) -> dict[str, str]:
 
 def _interrupt_checkpoint(run: PreparedRun) -> None:
     """On SIGINT/SIGTERM, keep a resumable checkpoint of the last completed epoch."""
-    last = run.out_dir / "checkpoints" / f"{resume.LAST}.ckpt"
-    if not last.exists():
-        run.trainer.save_checkpoint(last)
+    if resume.latest_checkpoint(run.out_dir) is None:  # else resume from the last epoch end, not mid-epoch
+        run.trainer.save_checkpoint(run.out_dir / "checkpoints" / f"{resume.LAST}.ckpt")
 
 
 def fit(run: PreparedRun, resume_from: Path | None = None) -> Path:

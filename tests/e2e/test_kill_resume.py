@@ -11,6 +11,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 from project_copy import BIN, project_env, run_cli
 
+from labline import resume
+
 pytestmark = pytest.mark.e2e
 
 EPOCHS = 8
@@ -33,7 +35,7 @@ def _wait_for_epochs(project: Path, proc: subprocess.Popen, epochs: int, old: se
         assert proc.poll() is None, "training ended before it could be interrupted"
         for curves in _curves(project) - old:
             rows = curves.read_text().strip().splitlines()[1:]
-            if len(rows) >= epochs and (curves.parent / "checkpoints" / "last.ckpt").exists():
+            if len(rows) >= epochs and resume.latest_checkpoint(curves.parent) is not None:
                 return
         time.sleep(0.05)
     raise AssertionError("training did not reach the epoch in time")
