@@ -2,7 +2,8 @@
 
 Every variant runs the real `labline train -m hparams_search=digits_cnn` (same search space, number
 of trials, epochs per trial, sampler seed and training seed) into its own throwaway MLflow store and
-study file, then reads the study: epochs actually trained and the best validation accuracy reached.
+study file, then reads the study: epochs actually trained and the best validation accuracy reached;
+the study's chosen configuration is then trained again with `--retrain-seeds` (val and test accuracy).
 Each seed repeats all variants with that seed as both sampler and training seed, so a pruner is not
 judged on one lucky draw. Then a replay widens the sample cheaply: the per-epoch curves of every trial
 the unpruned variants trained to the end, drawn `--trials` at a time in random order (`--draws` times),
@@ -11,7 +12,8 @@ counting epochs and whether the draw's best configuration survives. Trials are i
 search), not TPE's choices, and training is not re-run.
 
     python benches/sweep.py [--trials 30] [--epochs 20] [--seeds 0 1 2] [--threads 1] [--jobs 1]
-                            [--variants default|all|NAME ...] [--draws 200] [--out docs/benchmarks.md]
+                            [--variants default|all|NAME ...] [--retrain-seeds 100 101 102] [--draws 200]
+                            [--out docs/benchmarks.md]
 """
 
 from __future__ import annotations

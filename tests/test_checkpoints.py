@@ -22,7 +22,7 @@ class FileProbe(pl.Callback):
         self.folder, self.seen = folder, []
 
     def _look(self) -> None:
-        self.seen.append({name: (p.stat().st_mtime_ns if (p := self.folder / "checkpoints" / f"{name}.ckpt").exists() else None)
+        self.seen.append({name: (p.stat().st_mtime_ns if (p := resume.checkpoint_file(self.folder, name)).exists() else None)
                           for name in (resume.BEST, resume.LAST)})
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -21,9 +21,14 @@ LAST = "last"
 BEST = "model"
 
 
+def checkpoint_file(out_dir: Path, name: str) -> Path:
+    """Where a run's checkpoint ``name`` (``LAST`` or ``BEST``) lives."""
+    return out_dir / "checkpoints" / f"{name}.ckpt"
+
+
 def latest_checkpoint(out_dir: Path) -> Path | None:
     """The newer of the resumable and the best checkpoint: an epoch that improved is only in the best one."""
-    found = [p for p in (out_dir / "checkpoints" / f"{name}.ckpt" for name in (LAST, BEST)) if p.exists()]
+    found = [p for p in (checkpoint_file(out_dir, name) for name in (LAST, BEST)) if p.exists()]
     return max(found, key=lambda p: p.stat().st_mtime_ns, default=None)
 
 

@@ -38,7 +38,6 @@ from labline.metrics.complexity import model_complexity
 from labline.models.build import build_task
 from labline.predictions import log_predictions, log_validation_predictions, part_index, task_probabilities
 
-CHECKPOINT_NAME = resume.BEST
 METRIC_NAMES = {"test/acc": "test_accuracy", "test/f1_macro": "test_f1_macro", "test/loss": "test_loss"}
 
 
@@ -118,10 +117,11 @@ def prepare_run(cfg: DictConfig, out_dir: Path, root: Path, extra_callbacks: Seq
         raise ConfigError("checkpoint_every_n_epochs", f"must be a positive integer, got {every!r}")
     # Both checkpoints are written at the end of the training epoch, after EpochCurves has logged it (the
     # resumable one only when the best one did not just save the same state).
-    best = pl.callbacks.ModelCheckpoint(dirpath=out_dir / "checkpoints", filename=CHECKPOINT_NAME, monitor=task.monitor,
+    folder = resume.checkpoint_file(out_dir, resume.BEST).parent
+    best = pl.callbacks.ModelCheckpoint(dirpath=folder, filename=resume.BEST, monitor=task.monitor,
                                         mode=task.monitor_mode, save_top_k=1, enable_version_counter=False,
                                         save_on_train_epoch_end=True)
-    last = ResumableCheckpoint(best, dirpath=out_dir / "checkpoints", filename=resume.LAST, every_n_epochs=every,
+    last = ResumableCheckpoint(best, dirpath=folder, filename=resume.LAST, every_n_epochs=every,
                                save_top_k=1, enable_version_counter=False, save_on_train_epoch_end=True)
     guard = NonFiniteGuard(cfg.get("nonfinite", "stop"))
     extra = [build(node, f"callbacks.{name}") for name, node in (cfg.get("callbacks") or {}).items() if node]
@@ -142,7 +142,7 @@ def run_tags(run: PreparedRun) -> dict[str, str]:
 def _interrupt_checkpoint(run: PreparedRun) -> None:
     """On SIGINT/SIGTERM, keep a resumable checkpoint of the last completed epoch."""
     if resume.latest_checkpoint(run.out_dir) is None:  # else resume from the last epoch end, not mid-epoch
-        run.trainer.save_checkpoint(run.out_dir / "checkpoints" / f"{resume.LAST}.ckpt")
+        run.trainer.save_checkpoint(resume.checkpoint_file(run.out_dir, resume.LAST))
 
 
 def fit(run: PreparedRun, resume_from: Path | None = None) -> Path:
@@ -154,7 +154,7 @@ def fit(run: PreparedRun, resume_from: Path | None = None) -> Path:
         except Interrupted:
             _interrupt_checkpoint(run)
             raise
-    best = Path(run.trainer.checkpoint_callback.best_model_path or run.out_dir / "checkpoints" / f"{CHECKPOINT_NAME}.ckpt")
+    best = Path(run.trainer.checkpoint_callback.best_model_path or resume.checkpoint_file(run.out_dir, resume.BEST))
     if not best.exists():
         run.trainer.save_checkpoint(best)
     curve_png = plots.learning_curves(run.curves.rows, run.out_dir / "learning_curves.png", run.curves.best_epoch)
