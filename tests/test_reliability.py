@@ -115,6 +115,20 @@ def test_sigterm_stops_cleanly_and_the_same_config_resumes_to_identical_metrics(
         assert resumed[key] == fresh[key], key
 
 
+def test_a_run_in_another_context_does_not_resume_a_killed_run_of_the_same_config(compose, tmp_path) -> None:
+    """Two sweep trials (or studies) can draw the same config: a killed trial's checkpoint is not another's."""
+    cfg = compose(*FAST, "trainer.max_epochs=2")
+    with pytest.raises(Interrupted):
+        train_and_test(cfg, tmp_path / "first", ROOT, extra_callbacks=[TermAt(0)], tags={"optuna_trial": "1"})
+    (killed,) = _runs()
+    other = train_and_test(cfg, tmp_path / "second", ROOT, tags={"optuna_trial": "2"})
+    assert other["run_id"] != killed.info.run_id
+    assert _client().get_run(killed.info.run_id).info.status == "KILLED"
+    assert _client().get_run(other["run_id"]).data.tags["optuna_trial"] == "2"
+    resumed = train_and_test(cfg, tmp_path / "third", ROOT, tags={"optuna_trial": "1"})
+    assert resumed["run_id"] == killed.info.run_id, "the same context still resumes"
+
+
 def test_reproduce_gives_identical_metrics_and_refuses_data_drift(compose, tmp_path, monkeypatch) -> None:
     original = train_and_test(compose(*FAST, "trainer.max_epochs=2"), tmp_path / "orig", ROOT)
     monkeypatch.setattr("labline.reproduce.drift", lambda run, root, md5: [])

@@ -215,7 +215,9 @@ def train_and_test(cfg: DictConfig, out_dir: Path, root: Path, do_test: bool | N
     Returns the run id, the monitored validation value at the best epoch and any test metrics.
     """
     do_test = bool(cfg.get("test_after_fit", True)) if do_test is None else do_test
-    chash = config_hash(to_plain(cfg))
+    # The resume key is the config and the run's context (sweep study and trial, ablation variant, ...): a sweep
+    # trial must never resume a killed run of another study, or a standalone run, that had the same config.
+    chash = config_hash({**to_plain(cfg), "context": dict(tags)} if tags else to_plain(cfg))
     previous, orphan = resume.find(root, chash) if cfg.get("resume", True) else (None, None)
     if previous is not None:
         out_dir = previous.out_dir

@@ -42,12 +42,15 @@ class MlflowTracker:
         # Worker processes of a parallel sweep/ablation nest under the parent named here
         # (never MLFLOW_RUN_ID: children would then write into the parent itself).
         parent = None if nested or run_id else os.environ.get(PARENT_ENV)
+        # A new run is created with its tags (config hash, sweep trial, ablation variant, ...) in one write, so a
+        # process killed right after creating it leaves a RUNNING run that its study can still identify and close.
         run = mlflow.start_run(run_id=run_id, experiment_id=None if run_id else experiment_id,
-                               run_name=None if run_id else run_name, nested=nested, parent_run_id=parent)
+                               run_name=None if run_id else run_name, nested=nested, parent_run_id=parent,
+                               tags=None if run_id else {k: str(v) for k, v in tags.items()})
         self.run_id = run.info.run_id
         try:
             if run_id is None:
-                self._record_start(config, tags, root)
+                self._record_start(config, root)
             yield self
         except (KeyboardInterrupt, Interrupted) as exc:
             mlflow.set_tag("stop_reason", str(exc) or "KeyboardInterrupt")
@@ -59,13 +62,13 @@ class MlflowTracker:
             raise
         mlflow.end_run(status="FINISHED")
 
-    def _record_start(self, config: dict[str, Any], tags: dict[str, str], root: Path) -> None:
+    def _record_start(self, config: dict[str, Any], root: Path) -> None:
         import mlflow
 
         params = {k: str(v)[:MAX_PARAM_CHARS] for k, v in flatten(config).items()}
         mlflow.log_params(params)
         versions = {f"version.{k}": v for k, v in provenance.package_versions().items()}
-        mlflow.set_tags({**provenance.git_state(root), **versions, **tags})
+        mlflow.set_tags({**provenance.git_state(root), **versions})
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "config.yaml"
             path.write_text(OmegaConf.to_yaml(OmegaConf.create(config)))
