@@ -36,8 +36,9 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from labline.config import compose_config  # noqa: E402
-from labline.training import prepare_run  # noqa: E402
+from labline.core.config import compose_config  # noqa: E402
+from labline.runs.assembly import prepare_run  # noqa: E402
+from labline.runs.lightning_run import open_training_run  # noqa: E402
 
 
 def clocks() -> tuple[float, float]:
@@ -67,7 +68,7 @@ def labline_epochs(overrides: list[str], workdir: Path) -> list[tuple[float, flo
     run = prepare_run(cfg, workdir, ROOT)
     timer = EpochTimer()
     run.trainer.callbacks.append(timer)
-    with run.tracker.start("bench-overhead", run.config, {"bench": "overhead"}, ROOT):
+    with open_training_run(run, "bench-overhead", {"bench": "overhead"}):
         run.trainer.fit(run.task, datamodule=run.datamodule)
     return timer.times
 

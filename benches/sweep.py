@@ -37,7 +37,7 @@ from optuna.trial import TrialState
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from labline.sweep.study import make_pruner  # noqa: E402
+from labline.studies.sweep.study import make_pruner  # noqa: E402
 
 PRESET = ROOT / "conf" / "hparams_search" / "digits_cnn.yaml"
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # the replay creates hundreds of in-memory studies

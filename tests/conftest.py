@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig
 
-from labline.config import compose_config
-from labline.training import MAX_THREADS_ENV
+from labline.core.config import compose_config
+from labline.runs.runtime import MAX_THREADS_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -37,10 +37,24 @@ def tiny_overrides() -> list[str]:
     return ["trainer.max_epochs=2", "threads=1", "logger.experiment_name=tests"]
 
 
+def _strip_mlflow_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No MLFLOW_* variable from the caller's shell (or left by an earlier test's fluent MLflow call) reaches a test."""
+    for key in [k for k in os.environ if k.startswith("MLFLOW_")]:
+        monkeypatch.delenv(key)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def clean_module_environment():
+    """Module fixtures (a teacher trained once per module) start before the per-test store: strip here too."""
+    with pytest.MonkeyPatch.context() as patch:
+        _strip_mlflow_environment(patch)
+        yield
+
+
 @pytest.fixture(autouse=True)
 def isolated_store(tmp_path_factory, monkeypatch) -> Path:
     """Every test tracks into its own MLflow store, never the project's mlflow.db."""
     store = tmp_path_factory.mktemp("store")
     monkeypatch.setenv("LABLINE_PROJECT_ROOT", str(store))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    _strip_mlflow_environment(monkeypatch)
     return store

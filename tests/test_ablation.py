@@ -8,12 +8,12 @@ import os
 import pytest
 
 from conftest import ROOT
-from labline.ablation import stats
-from labline.ablation.runner import PlannedRun, check_runs, plan
-from labline.ablation.spec import AblationSpec, Variant, load
-from labline.ablation.table import RunRecord, build, markdown
-from labline.config import compose_config, to_plain
-from labline.errors import ConfigError
+from labline.core.config import compose_config, to_plain
+from labline.core.errors import ConfigError
+from labline.studies.ablation import stats
+from labline.studies.ablation.runner import PlannedRun, check_runs, plan
+from labline.studies.ablation.spec import AblationSpec, Variant, load
+from labline.studies.ablation.table import RunRecord, markdown, tabulate
 
 # Three seeds per variant; removing component a hurts a lot, removing b a little.
 FULL = [0.90, 0.92, 0.94]
@@ -153,7 +153,7 @@ def test_partial_study_table_shows_how_many_runs_are_in() -> None:
                "seeds": [0, 1], "folds": None, "variants": [{"name": "full", "removed": []}, {"name": "no_a", "removed": ["a"]}]}
     runs = [RunRecord("full", 0, None, "h1", "r1", 0.9), RunRecord("no_a", 0, None, "h2", "r2", 0.8),
             RunRecord("full", 1, None, "h3", "r3", 0.92), RunRecord("no_a", 1, None, "h4", None, None)]
-    table = build(planned, runs)
+    table = tabulate(planned, runs)
     text = markdown(table)
     assert "| no_a | a | 1 of 2 | 0.8000 ± – | -0.1100 | – |" in text
     assert "| full | – | 2 | 0.9100 ± 0.0141 | – | – |" in text
@@ -180,7 +180,7 @@ def test_distill_terms_expands_to_the_full_student_and_one_variant_per_loss_term
 
 
 def test_distill_terms_without_its_teacher_stops_before_any_run(tmp_path, isolated_store) -> None:
-    from labline.ablation.runner import run_ablation
+    from labline.studies.ablation.runner import run_ablation
 
     spec, _ = load(["ablation=distill_terms", "seeds=1", "components=[soft_targets]", "task.teacher=nowhere/teacher.ckpt"])
     with pytest.raises(ConfigError) as info:

@@ -7,8 +7,8 @@ import os
 import pytest
 from mlflow.tracking import MlflowClient
 
-from labline.ablation.runner import run_ablation
-from labline.ablation.spec import load
+from labline.studies.ablation.runner import run_ablation
+from labline.studies.ablation.spec import load
 from labline.tracking.store import tracking_uri
 
 

@@ -13,8 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from conftest import CONF
-from labline.building import build
-from labline.config import compose_config, group_options, hydra_context
+from labline.core.config import compose_config, group_options, hydra_context
+from labline.core.errors import ConfigError
+from labline.core.instantiate import instantiate
 from labline.data.augment import (
     BrightnessContrast,
     Compose,
@@ -27,8 +28,7 @@ from labline.data.augment import (
     gaussian_kernel2d,
 )
 from labline.data.datamodule import ArrayDataModule
-from labline.data.stages import ProcessedData
-from labline.errors import ConfigError
+from labline.data.pipeline import ProcessedData
 
 with hydra_context(CONF):
     OPTIONS = [o for o in group_options("augment") if o != "none"]
@@ -156,7 +156,7 @@ def test_every_option_keeps_shapes_and_is_seeded(compose, name: str) -> None:
     cfg = compose(f"augment={name}")
     reseeded = copy.deepcopy(cfg)
     reseeded.seed = 1  # the option's `seed: ${seed}` follows the run's seed
-    first, again, other = (build(c.augment, "augment") for c in (cfg, cfg, reseeded))
+    first, again, other = (instantiate(c.augment, "augment") for c in (cfg, cfg, reseeded))
     out = first(x.clone())
     assert out.shape == x.shape and not torch.equal(out, x)
     assert torch.equal(out, again(x.clone()))
@@ -173,7 +173,7 @@ def _datamodule(augment, shape: tuple[int, ...] = (1, 8, 8)) -> ArrayDataModule:
 
 @pytest.mark.parametrize("training", [True, False])
 def test_datamodule_augments_only_while_training(compose, training: bool) -> None:
-    dm = _datamodule(build(compose("augment=standard").augment, "augment"))
+    dm = _datamodule(instantiate(compose("augment=standard").augment, "augment"))
     batch = next(iter(dm.train_dataloader() if training else dm.val_dataloader()))
     dm.trainer = SimpleNamespace(training=training)  # validating, testing and sanity checks all have training=False
     x, y = dm.on_after_batch_transfer(batch, 0)
@@ -216,10 +216,10 @@ def test_unknown_augment_kind_is_a_config_error(compose) -> None:
     with pytest.raises(ConfigError, match="^augment=blurr: 'blurr' is not an option of group 'augment'"):
         compose("augment=blurr")
     with pytest.raises(ConfigError, match="^augment"):
-        build(compose("augment=standard", "augment.steps.crop._target_=labline.data.augment.Blurr").augment, "augment")
+        instantiate(compose("augment=standard", "augment.steps.crop._target_=labline.data.augment.Blurr").augment, "augment")
 
 
 def test_an_ablation_can_drop_one_step_of_a_composite(compose) -> None:
-    full = build(compose("augment=standard").augment, "augment")
-    without_noise = build(compose("augment=standard", "augment.steps.noise=null").augment, "augment")
+    full = instantiate(compose("augment=standard").augment, "augment")
+    without_noise = instantiate(compose("augment=standard", "augment.steps.noise=null").augment, "augment")
     assert list(full.steps) == ["crop", "affine", "noise"] and list(without_noise.steps) == ["crop", "affine"]

@@ -23,9 +23,9 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from conftest import CONF
-from labline.config import compose_config
+from labline.core.config import compose_config
+from labline.core.errors import ConfigError
 from labline.data.sources import sklearn_digits, sklearn_digits_sequence
-from labline.errors import ConfigError
 from labline.models.backbones.shapes import as_sequence
 from labline.models.blocks import (
     BasicBlock,
@@ -37,7 +37,9 @@ from labline.models.blocks import (
     SqueezeExcite,
     effective_kernel,
 )
-from labline.models.build import build_backbone, build_task
+from labline.models.parts import build_backbone
+from labline.models.task import TaskContext, build_task
+from labline.runs.checkpoints import resolve_checkpoint
 from labline.tracking.store import ensure_experiment
 
 BACKBONES = sorted(p.stem for p in (CONF / "backbone").glob("*.yaml"))
@@ -338,7 +340,7 @@ def test_orthogonal_init_on_attention_and_convs(build):
 # ---- freeze ----
 
 def _task(config, **knobs: Any) -> pl.LightningModule:
-    return build_task(config("cnn", channels=[4, 8], **knobs), DIGITS, 10, {})
+    return build_task(TaskContext(config("cnn", channels=[4, 8], **knobs), DIGITS, 10, resolve_checkpoint=resolve_checkpoint))
 
 
 def _fit(task: pl.LightningModule, steps: int = 2) -> pl.Trainer:
@@ -426,7 +428,8 @@ def test_missing_or_unreadable_weights_are_config_errors(build, tmp_path):
 
 def test_weights_from_an_mlflow_run(config, tmp_path):
     trained, path = _trained_checkpoint(config, tmp_path)
-    _, experiment_id = ensure_experiment("backbone-weights")
+    uri, experiment_id = ensure_experiment("backbone-weights")
+    mlflow.set_tracking_uri(uri)  # this test logs its runs with the fluent API
     with mlflow.start_run(experiment_id=experiment_id) as run:
         mlflow.log_artifact(path, artifact_path="checkpoints")
     loaded = _task(config, weights=run.info.run_id)

@@ -8,11 +8,12 @@ from mlflow.tracking import MlflowClient
 from sklearn.metrics import adjusted_rand_score
 
 from conftest import ROOT
-from labline.baselines import build_estimator, classifier_scores, cluster_to_class, clustering_scores, matched_accuracy
-from labline.data.stages import load_processed
-from labline.errors import ConfigError
+from labline.core.errors import ConfigError
+from labline.data.pipeline import load_processed
+from labline.job import train_job
+from labline.metrics.scores import classifier_scores, cluster_to_class, clustering_scores, matched_accuracy
+from labline.runs.sklearn_run import build_estimator
 from labline.tracking.store import tracking_uri
-from labline.training import train_job
 
 ESTIMATORS = ("sklearn", "sklearn_tree", "sklearn_nb", "sklearn_logreg", "sklearn_svm", "sklearn_rf", "sklearn_kmeans")
 COMMON = ["threads=1", "logger.experiment_name=unit"]

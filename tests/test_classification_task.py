@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from conftest import ROOT
-from labline.errors import ConfigError
-from labline.models.build import build_task
-from labline.training import train_and_test
+from labline.core.errors import ConfigError
+from labline.models.task import TaskContext, build_task
+from labline.runs.lightning_run import train_and_test
 
 SHORT = ["trainer.max_epochs=1", "+trainer.limit_train_batches=3", "+trainer.limit_val_batches=2",
          "+trainer.limit_test_batches=2", "threads=1", "trainer.enable_progress_bar=false", "logger.experiment_name=tests"]
@@ -53,7 +53,7 @@ def test_short_training_gives_finite_metrics_and_a_weights_only_checkpoint(compo
 
 
 def test_top_k_comes_from_the_task_config(compose) -> None:
-    task = build_task(compose("backbone=mlp", "task.top_k=3"), (1, 8, 8), 10, {})
+    task = build_task(TaskContext(compose("backbone=mlp", "task.top_k=3"), (1, 8, 8), 10))
     assert task.hparams.top_k == 3
     keys = set(task.metrics["val_metrics"].keys(keep_base=False))
     assert "val/acc_top3" in keys and "val/acc_top5" not in keys
@@ -67,6 +67,6 @@ def test_top_k_comes_from_the_task_config(compose) -> None:
 ])
 def test_losses_that_cannot_read_the_outputs_fail_before_training(compose, overrides: list[str], key: str) -> None:
     with pytest.raises(ConfigError) as err:
-        build_task(compose("backbone=mlp", *overrides), (1, 8, 8), 10, {})
+        build_task(TaskContext(compose("backbone=mlp", *overrides), (1, 8, 8), 10))
     assert err.value.key == key
     assert "\n" not in str(err.value)

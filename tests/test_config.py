@@ -6,8 +6,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import CONF, ROOT
-from labline.config import compose_config, config_groups, flatten, group_options, hydra_context
-from labline.errors import ConfigError
+from labline.core.config import compose_config, config_groups, flatten, group_options, hydra_context
+from labline.core.errors import ConfigError
 
 
 def test_committed_params_yaml_matches_conf() -> None:

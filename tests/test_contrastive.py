@@ -9,13 +9,14 @@ import pytest
 import torch
 from torch import nn
 
+from labline.core.errors import ConfigError
 from labline.data.augment import GaussianNoise
-from labline.data.stages import ProcessedData
+from labline.data.pipeline import ProcessedData
 from labline.data.views import TwoViewDataModule
-from labline.errors import ConfigError
 from labline.losses.contrastive import NTXentLoss, SupConLoss, TripletLoss, hardest_negatives, hardest_positives
 from labline.losses.torch_loss import TorchLoss
 from labline.models.contrastive import ContrastiveTask, knn_predict, linear_probe
+from labline.models.task import TaskContext
 
 E = torch.eye(2)
 
@@ -117,5 +118,5 @@ def test_two_views_differ_and_validation_views_are_fixed() -> None:
 
 def test_contrastive_task_refuses_a_classification_loss() -> None:
     with pytest.raises(ConfigError, match="^loss: task=contrastive needs a contrastive loss"):
-        ContrastiveTask(backbone=nn.Flatten(), head=nn.Linear(16, 4), loss=TorchLoss("torch.nn.CrossEntropyLoss"),
-                        optimizer=torch.optim.SGD, scheduler=None, num_classes=3)
+        ContrastiveTask(TaskContext.of_parts((1, 4, 4), 3, backbone=nn.Flatten(), head=nn.Linear(16, 4),
+                                             loss=TorchLoss("torch.nn.CrossEntropyLoss"), optimizer=torch.optim.SGD))

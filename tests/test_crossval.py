@@ -9,10 +9,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import ROOT
-from labline.crossval import refit_config
-from labline.errors import ConfigError
+from labline.core.errors import ConfigError
+from labline.job import train_job
+from labline.studies.crossval import refit_config
 from labline.tracking.store import tracking_uri
-from labline.training import train_job
 
 TINY = ["backbone=mlp", "callbacks=none", "trainer.max_epochs=2", "+trainer.limit_train_batches=3", "threads=1",
         "trainer.enable_progress_bar=false", "logger.experiment_name=cv", "split=kfold", "split.k=3"]
@@ -166,6 +166,6 @@ def test_dvc_train_stage_refuses_folds_without_a_refit_before_any_run(compose, t
 def test_dvc_train_stage_refuses_a_runner_task_before_any_run(compose, tmp_path, isolated_store) -> None:
     from labline.stages import run_stage
 
-    with pytest.raises(ConfigError, match=r"^task: a task run by labline.baselines.run .*labline train task="):
+    with pytest.raises(ConfigError, match=r"^task: a task run by labline.runs.sklearn_run.run .*labline train task="):
         run_stage("train", compose("task=sklearn_svm"), tmp_path)
     assert not (isolated_store / "mlflow.db").exists()

@@ -6,12 +6,14 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
+from labline.core.errors import ConfigError
+from labline.core.io import md5_file
 from labline.data import files
+from labline.data.pipeline import fingerprint, load_processed, stage_prepare, stage_preprocess, stage_split
 from labline.data.preprocess import MinMax, ZScore
-from labline.data.sources import RawDataset, sklearn_digits
+from labline.data.raw import RawDataset
+from labline.data.sources import sklearn_digits
 from labline.data.splits import holdout
-from labline.data.stages import fingerprint, load_processed, stage_prepare, stage_preprocess, stage_split
-from labline.errors import ConfigError
 
 
 def test_digits_are_1797_real_images_of_1x8x8() -> None:
@@ -60,7 +62,7 @@ def test_stages_write_files_that_load_back_identically(tmp_path, compose) -> Non
     assert from_disk.fingerprint == in_memory.fingerprint == fingerprint(cfg)
     assert np.array_equal(from_disk.x, in_memory.x)
     assert all(np.array_equal(from_disk.parts[p], in_memory.parts[p]) for p in from_disk.parts)
-    assert from_disk.md5 == files.md5_file(tmp_path / "data" / "processed" / "digits.npz")
+    assert from_disk.md5 == md5_file(tmp_path / "data" / "processed" / "digits.npz")
     train = from_disk.x[from_disk.parts["train"]]
     assert abs(train.mean()) < 1e-5 and abs(train.std() - 1) < 1e-4, "z-score fitted on train"
 
@@ -71,7 +73,7 @@ def test_changed_split_config_does_not_reuse_processed_file(tmp_path, compose) -
         stage(cfg, tmp_path)
     other = load_processed(compose("split.seed=3"), tmp_path)
     assert other.fingerprint != fingerprint(cfg)
-    assert other.md5 != files.md5_file(tmp_path / "data" / "processed" / "digits.npz")
+    assert other.md5 != md5_file(tmp_path / "data" / "processed" / "digits.npz")
 
 
 def test_missing_truncated_and_nan_files_are_one_line_errors(tmp_path) -> None:
@@ -100,7 +102,7 @@ def test_split_indices_out_of_range_are_rejected(tmp_path) -> None:
 
 
 def test_class_without_training_samples_is_rejected(compose) -> None:
-    from labline.data.stages import split_dataset
+    from labline.data.pipeline import split_dataset
 
     y = np.array([0] * 50 + [1] * 50 + [2])
     with pytest.raises(ConfigError, match=r"classes \[2\] have no samples"):
@@ -108,7 +110,7 @@ def test_class_without_training_samples_is_rejected(compose) -> None:
 
 
 def test_project_root_escapes_dvc_temp_workspaces(tmp_path, monkeypatch) -> None:
-    from labline.paths import project_root, workspace_root
+    from labline.core.paths import project_root, workspace_root
 
     monkeypatch.delenv("LABLINE_PROJECT_ROOT")
     assert workspace_root(ROOT / "src" / "labline") == ROOT

@@ -12,8 +12,8 @@ import yaml
 from omegaconf import OmegaConf
 
 from conftest import CONF, ROOT
-from labline.config import compose_config, to_plain
-from labline.errors import ConfigError
+from labline.core.config import compose_config
+from labline.core.errors import ConfigError
 from labline.losses.distill import (
     DistillationLoss,
     NetOutputs,
@@ -25,8 +25,9 @@ from labline.losses.distill import (
     soft_target_loss,
     soft_targets,
 )
-from labline.models.build import build_task
 from labline.models.distill import Classifier, DistillationTask, load_classifier
+from labline.models.task import TaskContext, build_task
+from labline.runs.checkpoints import resolve_checkpoint
 
 SHAPE, CLASSES = (1, 8, 8), 10
 FAST = ["threads=1", "trainer.max_epochs=1", "trainer.enable_progress_bar=false", "logger.experiment_name=tests"]
@@ -107,7 +108,7 @@ def test_weight_zero_disables_a_term_and_the_total_is_the_weighted_sum() -> None
 @pytest.fixture(scope="module")
 def teacher_run(tmp_path_factory) -> dict:
     """One short real teacher run, tracked in a store of its own (module fixtures start before the per-test store)."""
-    from labline.training import train_and_test
+    from labline.runs.lightning_run import train_and_test
 
     store, out = tmp_path_factory.mktemp("teacher_store"), tmp_path_factory.mktemp("teacher")
     with pytest.MonkeyPatch.context() as patch:
@@ -118,7 +119,7 @@ def teacher_run(tmp_path_factory) -> dict:
 
 def _student(*overrides: str, base: tuple[str, ...] = tuple(STUDENT)) -> DistillationTask:
     cfg = compose_config([*base, *FAST, *overrides], conf=CONF)
-    return build_task(cfg, SHAPE, CLASSES, to_plain(cfg))
+    return build_task(TaskContext(cfg, SHAPE, CLASSES, resolve_checkpoint=resolve_checkpoint))
 
 
 def _variant(checkpoint: Path, dest: Path, edit) -> Path:  # noqa: ANN001 - edits the loaded checkpoint dict in place
@@ -130,23 +131,23 @@ def _variant(checkpoint: Path, dest: Path, edit) -> Path:  # noqa: ANN001 - edit
 
 def test_teacher_is_rebuilt_exactly_from_its_checkpoint_and_its_run(teacher_run: dict, monkeypatch) -> None:
     cfg = compose_config([*TEACHER, *FAST], conf=CONF)
-    original = build_task(cfg, SHAPE, CLASSES, to_plain(cfg))
+    original = build_task(TaskContext(cfg, SHAPE, CLASSES))
     original.load_state_dict(torch.load(teacher_run["checkpoint"], weights_only=True)["state_dict"])
     x = torch.randn(16, *SHAPE)
     expected = original.eval()(x)
-    loaded = load_classifier(str(teacher_run["checkpoint"]), SHAPE)
+    loaded = load_classifier(resolve_checkpoint(str(teacher_run["checkpoint"]), "task.teacher", ""), SHAPE)
     assert isinstance(loaded.model, Classifier) and loaded.run_id == teacher_run["run_id"], "run.json names the run"
     assert torch.equal(loaded.model.eval()(x), expected)
     monkeypatch.setenv("LABLINE_PROJECT_ROOT", str(teacher_run["store"]))
-    by_run = load_classifier(teacher_run["run_id"], SHAPE)
+    by_run = load_classifier(resolve_checkpoint(teacher_run["run_id"], "task.teacher", ""), SHAPE)
     assert by_run.run_id == teacher_run["run_id"] and torch.equal(by_run.model.eval()(x), expected)
 
 
 def test_distilled_student_trains_on_the_enabled_terms_and_keeps_the_teacher_out(teacher_run: dict, tmp_path) -> None:
     from mlflow.tracking import MlflowClient
 
+    from labline.runs.lightning_run import train_and_test
     from labline.tracking.store import tracking_uri
-    from labline.training import train_and_test
 
     attention = ["task.loss_terms.attention.weight=1.0", "task.loss_terms.attention.teacher_layers=[net.0.2,net.0.4]",
                  "task.loss_terms.attention.student_layers=[net.0.0,net.0.2]", "task.loss_terms.hard.weight=0.0",
@@ -161,7 +162,8 @@ def test_distilled_student_trains_on_the_enabled_terms_and_keeps_the_teacher_out
     run = MlflowClient(tracking_uri()).get_run(result["run_id"])
     assert run.data.tags["distill.teacher_run_id"] == teacher_run["run_id"]
     # the checkpoint of a distilled student is itself a teacher: backbone and head only
-    assert load_classifier(str(tmp_path / "checkpoints" / "model.ckpt"), SHAPE).num_classes == CLASSES
+    student_ckpt = resolve_checkpoint(str(tmp_path / "checkpoints" / "model.ckpt"), "task.teacher", "")
+    assert load_classifier(student_ckpt, SHAPE).num_classes == CLASSES
 
 
 def test_an_ensemble_of_teachers_averages_their_soft_targets(teacher_run: dict, tmp_path) -> None:

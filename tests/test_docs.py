@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from conftest import CONF, ROOT
-from labline.docs import render
+from labline.reporting.components_doc import render
 
 
 def test_components_doc_is_current() -> None:

@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from labline.callbacks.ema import EMA
-from labline.errors import ConfigError
+from labline.core.errors import ConfigError
 
 TARGETS = [4.0, -2.0, 3.0, 8.0, 1.0, 5.0]
 BETA = 0.6

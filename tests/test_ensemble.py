@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from labline.ensemble import Member, Predictions, combine, fit_weights, run_ensemble, shared_validation
-from labline.errors import ConfigError
+from labline.core.errors import ConfigError
+from labline.studies.ensemble import Member, Predictions, combine, fit_weights, run_ensemble, shared_validation
 from labline.tracking.store import ensure_experiment, tracking_uri
 
 # Three members, two samples, three classes. Sample 0: two members vote class 0 with little margin, one is sure of
@@ -121,7 +121,8 @@ def test_weighting_options_are_checked_first(tmp_path, method: str, metric: str 
 def _finished_run(tmp: Path, probs: np.ndarray, split_hash: str, val_acc: float, val_probs: np.ndarray | None = None) -> str:
     """A finished run as labline records it: split hash tag, validation metric, predictions/test.npz and, when
     given, predictions/val.npz."""
-    _, experiment_id = ensure_experiment("unit")
+    uri, experiment_id = ensure_experiment("unit")
+    mlflow.set_tracking_uri(uri)  # this test logs its runs with the fluent API
     with mlflow.start_run(experiment_id=experiment_id) as run:
         mlflow.set_tags({"split_hash": split_hash, "dataset": "toy"})
         mlflow.log_metric("val/acc", val_acc)

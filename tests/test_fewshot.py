@@ -9,17 +9,18 @@ import pytest
 import torch
 from torch import nn
 
+from labline.core.errors import ConfigError
 from labline.data.class_splits import class_split
 from labline.data.episodes import EpisodeDataModule
-from labline.data.stages import ProcessedData
-from labline.errors import ConfigError
+from labline.data.pipeline import ProcessedData
 from labline.losses.torch_loss import TorchLoss
 from labline.models.backbones.cnn import CNN
 from labline.models.backbones.conv1d import Conv1D
 from labline.models.backbones.mlp import MLP
 from labline.models.fewshot import FineTuneBaseline, PrototypicalNetwork, RelationNetwork, ci95, prototype_logits, prototypes
 from labline.models.relation import ConvRelation, MLPRelation, feature_maps
-from labline.training import prepare_run
+from labline.models.task import TaskContext
+from labline.runs.assembly import prepare_run
 
 CLASSES, PER_CLASS = 30, 8
 
@@ -154,11 +155,15 @@ def test_ci95_on_fixed_numbers() -> None:
 
 
 def _parts(**extra):
+    """The task's keyword arguments: a context over hand-built parts, and the method's options."""
     loss = extra.pop("loss", TorchLoss("torch.nn.CrossEntropyLoss"))
-    backbone = nn.Flatten()
-    backbone.out_features = 16
-    return {"backbone": backbone, "head": nn.Linear(16, 3), "loss": loss, "optimizer": partial(torch.optim.Adam, lr=1e-3),
-            "scheduler": None, "num_classes": 3, **extra}
+    backbone = extra.pop("backbone", None)
+    if backbone is None:
+        backbone = nn.Flatten()
+        backbone.out_features = 16
+    context = TaskContext.of_parts((1, 4, 4), 3, config=extra.pop("config", None), backbone=backbone,
+                                   head=nn.Linear(16, 3), loss=loss, optimizer=partial(torch.optim.Adam, lr=1e-3))
+    return {"context": context, **extra}
 
 
 def _episode(way: int = 3, shot: int = 2, query: int = 4) -> dict[str, torch.Tensor]:
@@ -183,8 +188,8 @@ def _relation(backbone: str = "cnn", **extra) -> RelationNetwork:
     torch.manual_seed(0)
     backbones = {"cnn": lambda: CNN([1, 4, 4], channels=[8, 8], dropout=0.0),
                  "conv1d": lambda: Conv1D([1, 4, 4], channels=[8, 8]), "mlp": lambda: MLP([1, 4, 4], hidden=[8])}
-    parts = _parts(loss=TorchLoss("torch.nn.MSELoss", target="onehot"), hidden=8, **extra)
-    return RelationNetwork(**parts | {"backbone": backbones[backbone]()})
+    return RelationNetwork(**_parts(loss=TorchLoss("torch.nn.MSELoss", target="onehot"), hidden=8,
+                                    backbone=backbones[backbone](), **extra))
 
 
 @pytest.mark.parametrize(("backbone", "module", "maps"), [("cnn", ConvRelation, (8, 2, 2)), ("conv1d", ConvRelation, (8, 2)),

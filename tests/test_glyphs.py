@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
+from labline.core.errors import ConfigError
 from labline.data.class_splits import class_split
 from labline.data.glyphs import glyphs
-from labline.data.stages import split_dataset
-from labline.errors import ConfigError
+from labline.data.pipeline import split_dataset
+from labline.runs.lightning_run import train_and_test
 from labline.tracking.store import tracking_uri
-from labline.training import train_and_test
 
 SMALL = {"classes": 12, "samples": 6, "size": 16}
 

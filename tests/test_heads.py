@@ -6,16 +6,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from labline.building import build
-from labline.errors import ConfigError
-from labline.models.build import build_task
+from labline.core.errors import ConfigError
+from labline.core.instantiate import instantiate
+from labline.models.task import TaskContext, build_task
 
 PARITY = torch.tensor([0, 1, 0, 1, 0, 1, 0, 1, 0, 1])
 HIGH = torch.tensor([0, 0, 0, 0, 0, 1, 1, 1, 1, 1])
 
 
 def _head(cfg, in_features: int = 16, num_classes: int = 10) -> torch.nn.Module:
-    return build(cfg.head, "head", in_features=in_features, num_classes=num_classes)
+    return instantiate(cfg.head, "head", in_features=in_features, num_classes=num_classes)
 
 
 @pytest.mark.parametrize("option", ["linear", "mlp"])
@@ -46,12 +46,12 @@ def test_projection_head_gives_unit_embeddings(compose) -> None:
 
 def test_classification_refuses_a_projection_head(compose) -> None:
     with pytest.raises(ConfigError, match="one per class"):
-        build_task(compose("head=projection", "backbone=mlp"), (1, 8, 8), 10, {})
+        build_task(TaskContext(compose("head=projection", "backbone=mlp"), (1, 8, 8), 10))
 
 
 def test_multitask_loss_is_the_configured_weighted_sum(compose) -> None:
     cfg = compose("experiment=digits_multitask", "loss.tasks.parity.weight=0.25")
-    head, loss_fn = _head(cfg), build(cfg.loss, "loss")
+    head, loss_fn = _head(cfg), instantiate(cfg.loss, "loss")
     out = head(torch.randn(6, 16))
     assert {k: v.shape[1] for k, v in out.items()} == {"class": 10, "parity": 2, "high": 2}
     y = torch.tensor([0, 3, 5, 7, 8, 9])
@@ -63,7 +63,7 @@ def test_multitask_loss_is_the_configured_weighted_sum(compose) -> None:
 def test_multitask_heads_all_train_and_zero_weight_stops_a_head(compose) -> None:
     torch.manual_seed(0)
     cfg = compose("experiment=digits_multitask", "loss.tasks.high.weight=0")
-    head, loss_fn = _head(cfg), build(cfg.loss, "loss")
+    head, loss_fn = _head(cfg), instantiate(cfg.loss, "loss")
     x, y = torch.randn(64, 16), torch.arange(64) % 10
     before = loss_fn.terms(head(x), y)
     opt = torch.optim.SGD(head.parameters(), lr=0.5)
@@ -78,12 +78,13 @@ def test_multitask_heads_all_train_and_zero_weight_stops_a_head(compose) -> None
 
 def test_multitask_needs_its_loss_and_matching_names(compose) -> None:
     with pytest.raises(ConfigError) as err:
-        build_task(compose("head=multitask", "backbone=mlp"), (1, 8, 8), 10, {})
+        build_task(TaskContext(compose("head=multitask", "backbone=mlp"), (1, 8, 8), 10))
     assert err.value.key == "loss"
     with pytest.raises(ConfigError) as err:
-        build_task(compose("experiment=digits_multitask", "backbone=mlp", "~loss.tasks.parity"), (1, 8, 8), 10, {})
+        build_task(TaskContext(compose("experiment=digits_multitask", "backbone=mlp", "~loss.tasks.parity"), (1, 8, 8), 10))
     assert err.value.key == "loss.tasks" and "parity" in str(err.value)
     with pytest.raises(ConfigError, match="loss.tasks.parity.labels: has 2 entries"):
-        build_task(compose("experiment=digits_multitask", "backbone=mlp", "loss.tasks.parity.labels=[0,1]"), (1, 8, 8), 10, {})
+        cfg = compose("experiment=digits_multitask", "backbone=mlp", "loss.tasks.parity.labels=[0,1]")
+        build_task(TaskContext(cfg, (1, 8, 8), 10))
     with pytest.raises(ConfigError, match="head.main"):
         _head(compose("experiment=digits_multitask", "head.main=digit"))

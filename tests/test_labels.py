@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from labline import labels
-from labline.building import build
-from labline.errors import ConfigError
+from labline.core.errors import ConfigError
+from labline.core.instantiate import instantiate
+from labline.losses import labels
 
 
 def test_smoothing_follows_concepts_convention() -> None:
@@ -39,6 +39,6 @@ def test_vector_labels_pass_through_and_are_checked() -> None:
 
 def test_unknown_encoding_is_a_config_error(compose) -> None:
     with pytest.raises(ConfigError) as err:
-        build(compose("loss=mse", "loss.target=ordinal").loss, "loss")
+        instantiate(compose("loss=mse", "loss.target=ordinal").loss, "loss")
     assert err.value.key == "loss.target"
     assert "onehot" in str(err.value) and "\n" not in str(err.value)

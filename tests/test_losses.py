@@ -15,10 +15,10 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
 from conftest import CONF
-from labline import labels
-from labline.building import build
-from labline.config import compose_config
-from labline.errors import ConfigError
+from labline.core.config import compose_config
+from labline.core.errors import ConfigError
+from labline.core.instantiate import instantiate
+from labline.losses import labels
 
 OPTIONS = ["cross_entropy", "label_smoothing", "focal", "dice", "bce", "l1", "mse", "huber", "kl_div"]
 
@@ -33,7 +33,7 @@ def _loss(name: str, **knobs: Any) -> torch.nn.Module:
     for key, value in knobs.items():
         assert key in node, f"loss={name} has no knob {key}"
         node[key] = value
-    return build(node, "loss")
+    return instantiate(node, "loss")
 
 
 @pytest.mark.parametrize("option", OPTIONS)
@@ -64,7 +64,7 @@ def test_focal_alpha_weighs_classes_and_ignores_index() -> None:
 
 def test_negative_gamma_through_an_override_is_a_one_line_config_error(compose) -> None:
     with pytest.raises(ConfigError) as err:
-        build(compose("loss=focal", "loss.gamma=-1").loss, "loss")
+        instantiate(compose("loss=focal", "loss.gamma=-1").loss, "loss")
     assert err.value.key == "loss.gamma" and "\n" not in str(err.value)
 
 

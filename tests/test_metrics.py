@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from labline.errors import ConfigError
+from labline.core.errors import ConfigError
 from labline.metrics.boxes import box_iou, distance_box_iou, generalized_box_iou
 from labline.metrics.classification import classification_metrics
 from labline.metrics.complexity import model_complexity

@@ -11,14 +11,14 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import CONF, ROOT
-from labline.building import build
+from labline.core.errors import ConfigError
+from labline.core.instantiate import instantiate
 from labline.data.bags import BagDataModule, BagFile, BagSize, TargetBags, bag_holdout, collate_bags
-from labline.data.stages import ProcessedData, load_processed
-from labline.errors import ConfigError
+from labline.data.pipeline import ProcessedData, load_processed
 from labline.models.backbones.mlp import MLP
-from labline.models.build import build_task
 from labline.models.heads.linear import LinearHead
 from labline.models.mil import POOLING_HEADS, MILTask
+from labline.models.task import TaskContext, build_task
 
 INSTANCE = (1, 4, 4)
 
@@ -26,13 +26,15 @@ INSTANCE = (1, 4, 4)
 def _task(head: torch.nn.Module) -> MILTask:
     torch.manual_seed(0)
     backbone = MLP(INSTANCE, hidden=[16], dropout=0.0, norm="none")
-    return MILTask(backbone, head, torch.nn.CrossEntropyLoss(), partial(torch.optim.Adam, lr=1e-3), None, 2).eval()
+    context = TaskContext.of_parts(INSTANCE, 2, backbone=backbone, head=head, loss=torch.nn.CrossEntropyLoss(),
+                                   optimizer=partial(torch.optim.Adam, lr=1e-3))
+    return MILTask(context).eval()
 
 
 def _heads() -> dict[str, torch.nn.Module]:
     """Every pooling option, built from its YAML in conf/head/."""
     torch.manual_seed(0)
-    return {name: build(OmegaConf.load(CONF / "head" / f"{name}.yaml"), "head", in_features=16, num_classes=2)
+    return {name: instantiate(OmegaConf.load(CONF / "head" / f"{name}.yaml"), "head", in_features=16, num_classes=2)
             for name in POOLING_HEADS}
 
 
@@ -162,14 +164,14 @@ def test_mil_needs_bags_and_a_pooling_head(compose, tmp_path) -> None:
     cfg = compose("task=mil", "head=mil_mean")
     data = load_processed(cfg, tmp_path)
     with pytest.raises(ConfigError, match="data.bags"):
-        build(cfg.task.datamodule, "task.datamodule", _partial_=True)(data=data, batch_size=1, num_workers=0, seed=0,
+        instantiate(cfg.task.datamodule, "task.datamodule", _partial_=True)(data=data, batch_size=1, num_workers=0, seed=0,
                                                                          augment=None)
     cfg = compose("experiment=mil_digits", "head=linear", "data.bags.test_bags=5")
-    dm = build(cfg.task.datamodule, "task.datamodule", _partial_=True)(data=load_processed(cfg, ROOT), batch_size=1,
+    dm = instantiate(cfg.task.datamodule, "task.datamodule", _partial_=True)(data=load_processed(cfg, ROOT), batch_size=1,
                                                                        num_workers=0, seed=0, augment=None)
     assert isinstance(dm, BagDataModule) and dm.input_shape == (1, 8, 8) and dm.num_classes == 2
     with pytest.raises(ConfigError, match="head: LinearHead does not pool"):
-        build_task(cfg, dm.input_shape, dm.num_classes, {})
+        build_task(TaskContext(cfg, dm.input_shape, dm.num_classes))
 
 
 def test_bring_your_own_tiles_experiment(compose, tmp_path) -> None:
@@ -180,7 +182,7 @@ def test_bring_your_own_tiles_experiment(compose, tmp_path) -> None:
         fh.write("bag,instance,label\n" + "".join(f"s{i // 4},{i},{(i // 4) % 2}\n" for i in range(80)))
     cfg = compose("experiment=mil_tiles", f"data.source.path={tmp_path / 'tiles.npz'}", f"split.path={tmp_path / 'bags.csv'}")
     data = load_processed(cfg, tmp_path)
-    dm = build(cfg.task.datamodule, "task.datamodule", _partial_=True)(data=data, batch_size=2, num_workers=0, seed=0,
+    dm = instantiate(cfg.task.datamodule, "task.datamodule", _partial_=True)(data=data, batch_size=2, num_workers=0, seed=0,
                                                                        augment=None)
     assert {part: len(bags) for part, bags in dm.parts.items()} == {"train": 12, "val": 4, "test": 4}
     assert dm.classes == ["0", "1"] and dm.input_shape == (1, 4, 4)
@@ -215,22 +217,22 @@ def test_bag_loaders_are_seeded_and_leave_the_global_rng_alone() -> None:
 
 
 def test_mil_exposes_bag_probabilities_for_the_test_and_validation_bags() -> None:
-    """What ``labline.training.test`` saves as predictions/test.npz and val.npz: one row of bag probabilities per
+    """What ``labline.runs.lightning_run.test`` saves as predictions/test.npz and val.npz: one row of bag probabilities per
     bag in the part's order, its label, and the bag ids as index; the validation pass leaves the test loader as it was."""
     import lightning.pytorch as pl
 
-    from labline.predictions import part_index, serving_as_test, task_probabilities
+    from labline.runs.predictions import serving_as_test
 
     dm, task = _bag_module(0), _task(_heads()["mil_attention"])
     trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     for part in ("test", "val"):
         with serving_as_test(dm, part):
             trainer.test(task, datamodule=dm, verbose=False)
-        probs, targets = task_probabilities(task)
+        probs, targets = task.test_probabilities()
         bags = dm.parts[part]
         assert probs.shape == (len(bags), 2) and np.allclose(probs.sum(1), 1.0, atol=1e-6)
         assert np.array_equal(targets, bags.labels)
-        assert part_index(dm, part).tolist() == bags.ids == [f"{part}-{i}" for i in range(len(bags))]
+        assert dm.part_index(part).tolist() == bags.ids == [f"{part}-{i}" for i in range(len(bags))]
         with torch.no_grad():  # the last bag scored alone
             single = task(torch.from_numpy(dm.data.x[bags.members[-1]]))[0]
         assert torch.allclose(single.softmax(-1)[0], torch.from_numpy(probs[-1]), atol=1e-5)
@@ -239,7 +241,7 @@ def test_mil_exposes_bag_probabilities_for_the_test_and_validation_bags() -> Non
 
 def test_split_hash_tells_apart_runs_tested_on_different_bags() -> None:
     """Same test instances, other bags (another ``bags.seed``): not the same test examples for an ensemble."""
-    from labline.training import split_hash
+    from labline.runs.records import split_hash
 
     data = _data()
     def module(run_seed: int, bag_seed: int) -> BagDataModule:

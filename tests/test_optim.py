@@ -11,10 +11,10 @@ from omegaconf import open_dict
 from torch import nn
 
 from conftest import CONF
-from labline.building import build
-from labline.config import compose_config, group_options, hydra_context
-from labline.errors import ConfigError
-from labline.optim import configure_optimization
+from labline.core.config import compose_config, group_options, hydra_context
+from labline.core.errors import ConfigError
+from labline.core.instantiate import instantiate
+from labline.models.optimization import configure_optimization
 
 with hydra_context(CONF):
     OPTIMIZERS = group_options("optimizer")
@@ -38,7 +38,7 @@ def _optimizer(compose, name: str, model: nn.Module | None = None, **changes: ob
     node = compose(f"optimizer={name}").optimizer.copy()
     with open_dict(node):
         node.update(changes)
-    return configure_optimization(model or _model(), build(node, "optimizer"), None)
+    return configure_optimization(model or _model(), instantiate(node, "optimizer"), None)
 
 
 def test_the_design_s_optimizers_are_all_options() -> None:
@@ -123,7 +123,7 @@ def test_bad_optimizer_values_are_config_errors(compose, name: str, changes: dic
 
 def test_negative_lr_fails_before_training_with_its_key(compose) -> None:
     """The user's path: the override is composed and the task built; the up-front check names optimizer.lr."""
-    from labline.models.build import build_task
+    from labline.models.task import TaskContext, build_task
 
     with pytest.raises(ConfigError, match="^optimizer.lr: must be >= 0"):
-        build_task(compose("optimizer.lr=-1"), (1, 8, 8), 10, {})
+        build_task(TaskContext(compose("optimizer.lr=-1"), (1, 8, 8), 10))

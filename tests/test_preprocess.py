@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from conftest import CONF
-from labline.building import build
-from labline.config import compose_config, group_options, hydra_context
+from labline.core.config import compose_config, group_options, hydra_context
+from labline.core.errors import ConfigError
+from labline.core.instantiate import instantiate
+from labline.data.pipeline import preprocess_dataset
 from labline.data.preprocess import L2, Atan, Log, MinMax, ZScore
-from labline.data.sources import RawDataset
-from labline.data.stages import preprocess_dataset
-from labline.errors import ConfigError
+from labline.data.raw import RawDataset
 
 with hydra_context(CONF):
     OPTIONS = group_options("preprocess")
@@ -78,7 +78,7 @@ def test_statistics_come_from_the_train_split_only(compose, name: str) -> None:
     ds, other = RawDataset(x, np.zeros(30, dtype=np.int64), ["a"]), RawDataset(shifted, np.zeros(30, dtype=np.int64), ["a"])
     out, state = preprocess_dataset(cfg, ds, parts)
     out_other, state_other = preprocess_dataset(cfg, other, parts)
-    assert state == state_other == build(cfg.preprocess, "preprocess").fit(x[:20]).state
+    assert state == state_other == instantiate(cfg.preprocess, "preprocess").fit(x[:20]).state
     np.testing.assert_array_equal(out[:20], out_other[:20])
     assert not np.allclose(out[20:], out_other[20:])
     assert out.dtype == np.float32 and np.isfinite(out_other).all()

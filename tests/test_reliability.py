@@ -12,14 +12,16 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from conftest import ROOT
-from labline import resume
 from labline.callbacks.guards import NonFiniteError
-from labline.config import to_plain
-from labline.errors import ConfigError
-from labline.interrupts import Interrupted
-from labline.reproduce import reproduce
+from labline.core.config import to_plain
+from labline.core.errors import ConfigError
+from labline.core.interrupts import Interrupted
+from labline.runs import resume
+from labline.runs.context import RunContext
+from labline.runs.lightning_run import train_and_test
+from labline.runs.records import config_hash
+from labline.studies.reproduce import reproduce
 from labline.tracking.store import tracking_uri
-from labline.training import config_hash, train_and_test
 
 FAST = ["+trainer.limit_train_batches=4", "threads=1", "callbacks=none", "logger.experiment_name=rel"]
 
@@ -57,7 +59,7 @@ def _runs() -> list:
 
 def test_nonfinite_loss_stops_the_run_as_failed_with_the_step(compose, tmp_path) -> None:
     with pytest.raises(NonFiniteError, match="global step 2"):
-        train_and_test(compose(*FAST, "trainer.max_epochs=2"), tmp_path, ROOT, extra_callbacks=[PoisonBatch(2)])
+        train_and_test(compose(*FAST, "trainer.max_epochs=2"), tmp_path, ROOT, context=RunContext(callbacks=[PoisonBatch(2)]))
     (run,) = _runs()
     assert run.info.status == "FAILED"
     assert "global step 2" in run.data.tags["failure_reason"]
@@ -65,7 +67,7 @@ def test_nonfinite_loss_stops_the_run_as_failed_with_the_step(compose, tmp_path)
 
 def test_nonfinite_skip_drops_the_batch_and_counts_it(compose, tmp_path) -> None:
     cfg = compose(*FAST, "trainer.max_epochs=2", "nonfinite=skip", "backbone=mlp", "backbone.norm=none")
-    result = train_and_test(cfg, tmp_path, ROOT, extra_callbacks=[PoisonBatch(2)])
+    result = train_and_test(cfg, tmp_path, ROOT, context=RunContext(callbacks=[PoisonBatch(2)]))
     run = _client().get_run(result["run_id"])
     assert run.info.status == "FINISHED"
     assert run.data.tags["skipped_batches"] == "1"
@@ -95,7 +97,7 @@ def test_unknown_nonfinite_action_is_a_config_error(compose, tmp_path) -> None:
 def test_sigterm_stops_cleanly_and_the_same_config_resumes_to_identical_metrics(compose, tmp_path) -> None:
     cfg = compose(*FAST, "trainer.max_epochs=4")
     with pytest.raises(Interrupted) as stop:
-        train_and_test(cfg, tmp_path / "first", ROOT, extra_callbacks=[TermAt(1)])
+        train_and_test(cfg, tmp_path / "first", ROOT, context=RunContext(callbacks=[TermAt(1)]))
     assert stop.value.exit_code == 143
     (killed,) = _runs()
     assert killed.info.status == "KILLED"
@@ -119,19 +121,19 @@ def test_a_run_in_another_context_does_not_resume_a_killed_run_of_the_same_confi
     """Two sweep trials (or studies) can draw the same config: a killed trial's checkpoint is not another's."""
     cfg = compose(*FAST, "trainer.max_epochs=2")
     with pytest.raises(Interrupted):
-        train_and_test(cfg, tmp_path / "first", ROOT, extra_callbacks=[TermAt(0)], tags={"optuna_trial": "1"})
+        train_and_test(cfg, tmp_path / "first", ROOT, context=RunContext({"optuna_trial": "1"}, [TermAt(0)]))
     (killed,) = _runs()
-    other = train_and_test(cfg, tmp_path / "second", ROOT, tags={"optuna_trial": "2"})
+    other = train_and_test(cfg, tmp_path / "second", ROOT, context=RunContext({"optuna_trial": "2"}))
     assert other["run_id"] != killed.info.run_id
     assert _client().get_run(killed.info.run_id).info.status == "KILLED"
     assert _client().get_run(other["run_id"]).data.tags["optuna_trial"] == "2"
-    resumed = train_and_test(cfg, tmp_path / "third", ROOT, tags={"optuna_trial": "1"})
+    resumed = train_and_test(cfg, tmp_path / "third", ROOT, context=RunContext({"optuna_trial": "1"}))
     assert resumed["run_id"] == killed.info.run_id, "the same context still resumes"
 
 
 def test_reproduce_gives_identical_metrics_and_refuses_data_drift(compose, tmp_path, monkeypatch) -> None:
     original = train_and_test(compose(*FAST, "trainer.max_epochs=2"), tmp_path / "orig", ROOT)
-    monkeypatch.setattr("labline.reproduce.drift", lambda run, root, md5: [])
+    monkeypatch.setattr("labline.studies.reproduce.drift", lambda run, root, md5: [])
     again = reproduce(original["run_id"], ROOT, outputs=tmp_path)
     assert again["identical"] and again["run_id"] != original["run_id"]
     assert _client().get_run(again["run_id"]).data.tags["reproduced_from"] == original["run_id"]

@@ -13,10 +13,10 @@ from omegaconf import open_dict
 from torch import nn
 
 from conftest import CONF
-from labline.building import build
-from labline.config import compose_config, hydra_context
-from labline.errors import ConfigError
-from labline.optim import UNKNOWN_RUN_LENGTH, configure_optimization
+from labline.core.config import compose_config, hydra_context
+from labline.core.errors import ConfigError
+from labline.core.instantiate import instantiate
+from labline.models.optimization import UNKNOWN_RUN_LENGTH, configure_optimization
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def _configure(compose, name: str, module: nn.Module | None = None, optimizer: s
     node = cfg.scheduler.copy()
     with open_dict(node):
         node.update(changes)
-    return configure_optimization(module or Attached(), build(cfg.optimizer, "optimizer"), build(node, "scheduler"))
+    return configure_optimization(module or Attached(), instantiate(cfg.optimizer, "optimizer"), instantiate(node, "scheduler"))
 
 
 def _lrs(config: dict, steps: int, metric: float | None = None) -> list[float]:

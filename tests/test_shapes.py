@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from labline.core.errors import ConfigError
 from labline.data.shapes import class_attributes, describe, shapes
-from labline.errors import ConfigError
 
 SMALL = {"per_class": 4, "image_size": 16}
 

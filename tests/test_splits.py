@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
+from labline.core.errors import ConfigError
+from labline.core.io import md5_file
 from labline.data import files
-from labline.data.sources import sklearn_digits
-from labline.data.splits import holdout, kfold, leave_one_out, repeated_holdout, stratified_kfold
-from labline.data.stages import (
+from labline.data.pipeline import (
     all_folds,
     fingerprint,
     is_resampling,
@@ -21,7 +21,8 @@ from labline.data.stages import (
     stage_split,
     with_fold,
 )
-from labline.errors import ConfigError
+from labline.data.sources import sklearn_digits
+from labline.data.splits import holdout, kfold, leave_one_out, repeated_holdout, stratified_kfold
 
 Y = sklearn_digits().y
 
@@ -116,7 +117,7 @@ def test_split_stage_writes_one_folder_per_fold_and_statistics_come_from_each_fo
         fold_cfg = with_fold(cfg, fold)
         stats = json.loads((tmp_path / "data" / "processed" / f"digits.fold_{fold}.stats.json").read_text())
         data = load_processed(fold_cfg, tmp_path)
-        assert data.md5 == files.md5_file(tmp_path / "data" / "processed" / f"digits.fold_{fold}.npz"), "read from disk"
+        assert data.md5 == md5_file(tmp_path / "data" / "processed" / f"digits.fold_{fold}.npz"), "read from disk"
         assert np.isclose(stats["mean"][0], raw.x[data.parts["train"]].mean(), rtol=1e-5)
         assert not np.isclose(stats["mean"][0], raw.x.mean(), rtol=1e-4), "statistics never include val or test samples"
         in_memory = load_processed(fold_cfg, tmp_path / "elsewhere")

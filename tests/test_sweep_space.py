@@ -6,8 +6,8 @@ import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from labline.errors import ConfigError
-from labline.sweep.space import build_space
+from labline.core.errors import ConfigError
+from labline.studies.sweep.space import build_space
 
 
 def _one(value: str):

@@ -11,9 +11,9 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from conftest import CONF
-from labline.errors import ConfigError
-from labline.sweep.space import build_space
-from labline.sweep.study import Budget, SharedStudy, cma_es_note, make_pruner, make_sampler, make_storage, sampler_seed
+from labline.core.errors import ConfigError
+from labline.studies.sweep.space import build_space
+from labline.studies.sweep.study import Budget, SharedStudy, cma_es_note, make_pruner, make_sampler, make_storage, sampler_seed
 
 SPACE = build_space({"optimizer": "choice(adam, sgd)", "optimizer.lr": "tag(log, interval(1e-4, 1e-1))"}, [])
 GRID = build_space({"optimizer": "choice(adam, sgd)", "data.batch_size": "32,64"}, [])
@@ -165,19 +165,20 @@ def test_a_killed_trials_run_is_marked_killed_even_before_the_trial_knew_its_run
     """SIGKILL between opening the trial's MLflow run and fitting: the trial has no mlflow_run_id yet."""
     from mlflow.tracking import MlflowClient
 
-    from labline.sweep.tracking import StudyTracking
+    from labline.studies.sweep.tracking import StudyTracking
+    from labline.tracking.store import Destination
 
-    tracking = StudyTracking("sweep-unit")
+    tracking = StudyTracking(Destination(experiment_name="sweep-unit"))
     study = optuna.create_study(study_name="orphan")
     unnamed, named = study.ask(), study.ask()
     runs = {}
     for trial in (unnamed, named):
-        runs[trial.number] = tracking.client.create_run(
+        runs[trial.number] = tracking.store.client.create_run(
             tracking.experiment_id, tags={"optuna_study": "orphan", "optuna_trial": str(trial.number)}).info.run_id
     named.set_user_attr("mlflow_run_id", runs[named.number])
-    bystander = tracking.client.create_run(tracking.experiment_id, tags={"optuna_study": "other", "optuna_trial": "0"})
+    bystander = tracking.store.client.create_run(tracking.experiment_id, tags={"optuna_study": "other", "optuna_trial": "0"})
     for trial in study.trials:
         tracking.mark_interrupted(study, trial)
-    client = MlflowClient(tracking.client.tracking_uri)
+    client = MlflowClient(tracking.store.uri)
     assert [client.get_run(runs[n]).info.status for n in (0, 1)] == ["KILLED", "KILLED"]
     assert client.get_run(bystander.info.run_id).info.status == "RUNNING", "another study's trial 0 is left alone"

@@ -15,22 +15,23 @@ from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from conftest import CONF, ROOT
-from labline.config import compose_config, hydra_context
-from labline.errors import ConfigError, exit_with
-from labline.sweep import best
-from labline.sweep.context import ActiveTrial, activate, trial_hooks
-from labline.sweep.reporter import TrialReporter
-from labline.sweep.study import make_pruner
-from labline.sweep.sweeper import _failure, _judge
+from labline.core.config import compose_config, hydra_context
+from labline.core.errors import ConfigError, exit_with
+from labline.job import train_job
+from labline.runs.context import RunContext
+from labline.studies.sweep import best
+from labline.studies.sweep.context import ActiveTrial, activate, trial_context
+from labline.studies.sweep.reporter import TrialReporter
+from labline.studies.sweep.study import make_pruner
+from labline.studies.sweep.sweeper import _failure, _judge
 from labline.tracking.store import tracking_uri
-from labline.training import train_job
 
 FAST = ["+trainer.limit_train_batches=3", "threads=1", "logger.experiment_name=unit", "test_after_fit=false",
         "trainer.enable_progress_bar=false"]
 
 
 def test_outside_a_sweep_the_job_gets_no_callbacks_or_tags() -> None:
-    assert trial_hooks() == ([], {})
+    assert trial_context() == RunContext()
 
 
 def test_pruned_trial_stops_training_and_its_run_ends_finished_with_a_pruned_tag(compose, tmp_path) -> None:

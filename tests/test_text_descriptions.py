@@ -14,14 +14,15 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
+from labline.core.errors import ConfigError
 from labline.data import text_descriptions
+from labline.data.pipeline import ProcessedData
 from labline.data.shapes import shapes
-from labline.data.stages import ProcessedData
 from labline.data.text_descriptions import embed, read_class_texts, shape_sentence
 from labline.data.zeroshot import ZeroShotDataModule, zero_shot_classes
-from labline.errors import ConfigError
+from labline.runs.assembly import prepare_run
+from labline.runs.lightning_run import train_and_test
 from labline.tracking.store import tracking_uri
-from labline.training import prepare_run, train_and_test
 
 SENTENCES = ["a small filled circle", "a small outlined circle", "a large cross"]
 

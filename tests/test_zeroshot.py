@@ -7,11 +7,12 @@ import pytest
 import torch
 from torch import nn
 
+from labline.core.errors import ConfigError
+from labline.data.pipeline import ProcessedData
 from labline.data.shapes import class_attributes, shapes
-from labline.data.stages import ProcessedData
 from labline.data.zeroshot import ZeroShotDataModule, choose_unseen, read_class_attributes
-from labline.errors import ConfigError
 from labline.losses.torch_loss import TorchLoss
+from labline.models.task import TaskContext
 from labline.models.zeroshot import ZeroShotTask, dap_scores, harmonic_mean, zero_shot_metrics
 
 CLASSES = shapes(per_class=1, image_size=12).classes
@@ -116,8 +117,9 @@ def test_user_yaml_descriptions(tmp_path) -> None:
 
 def _task(**kwargs) -> ZeroShotTask:
     loss = kwargs.pop("loss", TorchLoss("torch.nn.CrossEntropyLoss"))
-    return ZeroShotTask(backbone=nn.Flatten(), head=nn.Linear(4, 9), loss=loss, optimizer=torch.optim.SGD, scheduler=None,
-                        num_classes=9, **kwargs)
+    context = TaskContext.of_parts((1, 2, 2), 9, backbone=nn.Flatten(), head=nn.Linear(4, 9), loss=loss,
+                                   optimizer=torch.optim.SGD)
+    return ZeroShotTask(context, **kwargs)
 
 
 @pytest.mark.parametrize(

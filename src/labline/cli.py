@@ -14,9 +14,9 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from labline.errors import ConfigError, exit_with
-from labline.interrupts import Interrupted
-from labline.paths import config_dir, workspace_root
+from labline.core.errors import ConfigError, exit_with
+from labline.core.interrupts import Interrupted
+from labline.core.paths import config_dir, workspace_root
 
 HYDRA_FLAGS = {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--multirun", "-m", "--shell-completion",
                "-sc", "--resolve", "--package", "-p", "--version", "--config-path", "-cp", "--config-name", "-cn",
@@ -27,7 +27,7 @@ def _train(argv: Sequence[str]) -> None:
     import hydra
 
     if not HYDRA_FLAGS.intersection(argv):
-        from labline.config import compose_config
+        from labline.core.config import compose_config
 
         compose_config([a for a in argv if not a.startswith("-")])
 
@@ -35,7 +35,7 @@ def _train(argv: Sequence[str]) -> None:
     def job(cfg) -> dict:  # noqa: ANN001 - Hydra passes a DictConfig
         from hydra.core.hydra_config import HydraConfig
 
-        from labline.training import train_job
+        from labline.job import train_job
 
         out_dir = Path(HydraConfig.get().runtime.output_dir)
         try:
@@ -48,13 +48,13 @@ def _train(argv: Sequence[str]) -> None:
 
 
 def _ablate(argv: Sequence[str]) -> None:
-    from labline.ablation.cli import ablate
+    from labline.studies.ablation.cli import ablate
 
     ablate(list(argv))
 
 
 def _report(argv: Sequence[str]) -> None:
-    from labline.ablation.cli import report
+    from labline.studies.ablation.cli import report
 
     report(list(argv))
 
@@ -78,7 +78,7 @@ def _stage(args: argparse.Namespace) -> None:
 def _params(args: argparse.Namespace) -> None:
     from omegaconf import OmegaConf
 
-    from labline.config import compose_config
+    from labline.core.config import compose_config
 
     cfg = compose_config(args.overrides)
     OmegaConf.resolve(cfg)
@@ -97,7 +97,7 @@ def _params(args: argparse.Namespace) -> None:
 
 
 def _metrics(args: argparse.Namespace) -> None:
-    from labline.report import metrics_table
+    from labline.reporting.console import metrics_table
 
     path = Path(args.path)
     if not path.exists():
@@ -107,7 +107,7 @@ def _metrics(args: argparse.Namespace) -> None:
 
 
 def _reproduce(args: argparse.Namespace) -> None:
-    from labline.reproduce import reproduce
+    from labline.studies.reproduce import reproduce
 
     result = reproduce(args.run_id, workspace_root(), allow_drift=args.allow_drift)
     print(f"new run {result['run_id']}: " + ("metrics identical to the recorded run" if result["identical"]
@@ -115,13 +115,13 @@ def _reproduce(args: argparse.Namespace) -> None:
 
 
 def _docs(args: argparse.Namespace) -> None:
-    from labline.docs import write
+    from labline.reporting.components_doc import write
 
     print(f"wrote {write(config_dir(), Path(args.output))}")
 
 
 def _ensemble(args: argparse.Namespace) -> None:
-    from labline.ensemble import run_ensemble
+    from labline.studies.ensemble import run_ensemble
 
     result = run_ensemble(args.run_ids, args.filter, args.method, args.metric, workspace_root(), run_name=args.run_name,
                           weights=args.weights)
@@ -129,7 +129,7 @@ def _ensemble(args: argparse.Namespace) -> None:
 
 
 def _distill_compare(args: argparse.Namespace) -> None:
-    from labline.distill_compare import compare_study
+    from labline.studies.distill_compare import compare_study
 
     print(compare_study(args.teacher, args.scratch, args.student, args.seeds, Path(args.output), Path(args.table),
                         workspace_root()))

@@ -18,9 +18,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from labline.data import stages as data_stages
-from labline.data.files import write_json
-from labline.errors import ConfigError
+from labline.core.errors import ConfigError
+from labline.core.io import write_json
+from labline.data import pipeline
+from labline.runs.context import RunContext
 
 TAGS = {"pipeline": "dvc"}
 
@@ -48,7 +49,7 @@ def _mean_curves(sources: list[Path], target: Path) -> None:
 
 def _cross_validate(cfg: DictConfig, models: Path, root: Path, reports: Path) -> None:
     """Every fold, then the refit; ``models/run.json`` names the refit, ``reports/curves.csv`` holds the folds' mean."""
-    from labline.crossval import REFIT, cross_validate
+    from labline.studies.crossval import REFIT, cross_validate
 
     if not cfg.split.get("refit", False):
         raise ConfigError("split.refit", f"a {cfg.split.get('name', 'resampling')} split trains one model per fold and "
@@ -63,7 +64,7 @@ def _cross_validate(cfg: DictConfig, models: Path, root: Path, reports: Path) ->
 
 
 def _train(cfg: DictConfig, root: Path) -> None:
-    from labline.training import train_and_test
+    from labline.runs.lightning_run import train_and_test
 
     models, reports = root / cfg.paths.models, root / cfg.paths.reports
     if cfg.task.get("runner"):
@@ -71,17 +72,18 @@ def _train(cfg: DictConfig, root: Path) -> None:
         # own run already tests once and logs everything, so it is run with `labline train`, not as a stage.
         raise ConfigError("task", f"a task run by {cfg.task.runner} (no checkpoint to evaluate) is not a DVC pipeline stage",
                           "`labline train task=...` for scikit-learn baselines; a Lightning task in params.yaml")
-    if data_stages.is_resampling(cfg):
+    if pipeline.is_resampling(cfg):
         _cross_validate(cfg, models, root, reports)
         return
-    train_and_test(cfg, models, root, do_test=False, tags=TAGS)
+    train_and_test(cfg, models, root, do_test=False, context=RunContext(TAGS))
     reports.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(models / "curves.csv", reports / "curves.csv")
 
 
 def _evaluate(cfg: DictConfig, root: Path) -> None:
-    from labline.report import metrics_table
-    from labline.training import prepare_run, test
+    from labline.reporting.console import metrics_table
+    from labline.runs.assembly import prepare_run
+    from labline.runs.lightning_run import open_training_run, test
 
     models, reports = root / cfg.paths.models, root / cfg.paths.reports
     record = models / "run.json"
@@ -91,18 +93,18 @@ def _evaluate(cfg: DictConfig, root: Path) -> None:
     checkpoint = models / recorded["checkpoint"]
     if not checkpoint.exists():
         raise ConfigError(str(checkpoint), "checkpoint not found", "run the train stage first: `dvc repro train`")
-    if data_stages.is_resampling(cfg):
-        cfg = data_stages.with_fold(cfg, "all")  # the refit's data; the test part is every fold's
+    if pipeline.is_resampling(cfg):
+        cfg = pipeline.with_fold(cfg, "all")  # the refit's data; the test part is every fold's
     run = prepare_run(cfg, models, root)
-    with run.tracker.start("", run.config, {}, root, run_id=recorded["run_id"]):
-        metrics = test(run, checkpoint, reports)
+    with open_training_run(run, "", {}, run_id=recorded["run_id"]) as handle:
+        metrics = test(run, handle, checkpoint, reports)
     metrics_table(metrics)
 
 
 STAGES = {
-    "prepare": data_stages.stage_prepare,
-    "split": data_stages.stage_split,
-    "preprocess": data_stages.stage_preprocess,
+    "prepare": pipeline.stage_prepare,
+    "split": pipeline.stage_split,
+    "preprocess": pipeline.stage_preprocess,
     "train": _train,
     "evaluate": _evaluate,
 }

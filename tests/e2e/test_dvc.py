@@ -65,7 +65,7 @@ def test_one_mlflow_run_holds_training_and_test(project: Path, repro: subprocess
     processed = next(d for d in lock["stages"]["train"]["deps"] if d["path"] == "data/processed")
     assert processed["md5"], "dvc.lock records the data hash"
     data_file = project / "data" / "processed" / "digits.npz"
-    from labline.data.files import md5_file
+    from labline.core.io import md5_file
 
     assert run.data.tags["data_md5"] == md5_file(data_file), "the run records the md5 of the exact data file it read"
 
@@ -102,7 +102,7 @@ def test_exp_changing_preprocessing_reruns_from_preprocess(project: Path, repro:
 
 
 def test_tampered_data_is_refused_against_dvc_lock(project: Path, repro: subprocess.CompletedProcess) -> None:
-    from labline.integrity import dvc_md5, recorded_outputs
+    from labline.data.integrity import dvc_md5, recorded_outputs
 
     recorded = recorded_outputs(project)
     assert dvc_md5(project / "data" / "processed") == recorded["data/processed"], "same hash as DVC computes"

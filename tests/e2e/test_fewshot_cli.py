@@ -11,10 +11,10 @@ import torch
 from mlflow.tracking import MlflowClient
 from project_copy import ROOT, run_cli
 
-from labline.config import compose_config
+from labline.core.config import compose_config
 from labline.models.fewshot import EPISODES_FILE
+from labline.runs.lightning_run import train_and_test
 from labline.tracking.store import tracking_uri
-from labline.training import train_and_test
 
 pytestmark = pytest.mark.e2e
 

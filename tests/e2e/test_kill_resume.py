@@ -11,7 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from project_copy import BIN, project_env, run_cli
 
-from labline import resume
+from labline.runs import resume
 
 pytestmark = pytest.mark.e2e
 

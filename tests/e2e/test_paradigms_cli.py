@@ -15,9 +15,11 @@ import torch
 from mlflow.tracking import MlflowClient
 from project_copy import run_cli
 
-from labline.errors import ConfigError
+from labline.core.errors import ConfigError
+from labline.runs.assembly import prepare_run
+from labline.runs.context import RunContext
+from labline.runs.lightning_run import train_and_test
 from labline.tracking.store import tracking_uri
-from labline.training import prepare_run, train_and_test
 
 pytestmark = pytest.mark.e2e
 
@@ -82,7 +84,7 @@ def test_compatibility_zero_shot_never_trains_on_unseen_classes(compose, tmp_pat
     spy = LabelSpy()
     name = _experiment(request)
     cfg = compose("experiment=zeroshot_compat_shapes", *REDUCED, *SMALL_SHAPES, f"logger.experiment_name={name}")
-    result = train_and_test(cfg, tmp_path / "out", tmp_path, extra_callbacks=[spy])
+    result = train_and_test(cfg, tmp_path / "out", tmp_path, context=RunContext(callbacks=[spy]))
     report = json.loads((tmp_path / "out" / "zeroshot.json").read_text())
     unseen = {report["classes"].index(name) for name in report["unseen"]}
     met = set(torch.cat(spy.labels).tolist())

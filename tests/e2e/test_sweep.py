@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 from project_copy import BIN, project_env, run_cli
 
-from labline.config import compose_config
+from labline.core.config import compose_config
 
 pytestmark = pytest.mark.e2e
 

@@ -14,14 +14,14 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
-from labline.sweep.settings import SweeperSettings
+from labline.studies.sweep.settings import SweeperSettings
 
 ConfigStore.instance().store(group="hydra/sweeper", name="labline_optuna", node=SweeperSettings, provider="labline")
 
 
 class LablineOptunaSweeper(Sweeper):
     def __init__(self, **settings: Any) -> None:
-        from labline.sweep.sweeper import OptunaSweep
+        from labline.studies.sweep.sweeper import OptunaSweep
 
         self.sweep_impl = OptunaSweep(settings)
 

@@ -26,7 +26,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.trainer.states import TrainerFn
 
-from labline.errors import ConfigError
+from labline.core.errors import ConfigError
 
 
 class EMA(pl.Callback):

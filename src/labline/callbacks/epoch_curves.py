@@ -23,16 +23,26 @@ import csv
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import lightning.pytorch as pl
 
 FLUSH_SECONDS = 2.0
+CSV_NAME = "curves.csv"
+
+
+class EpochSink(Protocol):
+    """Where epochs are logged (the run's MLflow handle; None: the CSV only)."""
+
+    def log_epochs(self, rows: list[dict[str, float]]) -> None: ...
 
 
 class EpochCurves(pl.Callback):
-    def __init__(self, csv_path: Path, tracker: Any | None, monitor: str, mode: str, flush_seconds: float = FLUSH_SECONDS):
-        self.csv_path = csv_path
+    """``folder/curves.csv`` and, once the run layer sets ``tracker``, the run's MLflow curves."""
+
+    def __init__(self, folder: Path, monitor: str, mode: str, tracker: EpochSink | None = None,
+                 flush_seconds: float = FLUSH_SECONDS):
+        self.csv_path = Path(folder) / CSV_NAME
         self.tracker = tracker
         self.monitor, self.mode = monitor, mode
         self.flush_seconds = flush_seconds

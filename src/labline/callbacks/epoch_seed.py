@@ -11,11 +11,7 @@ from __future__ import annotations
 
 import lightning.pytorch as pl
 
-SEED_STRIDE = 1_000_003
-
-
-def epoch_seed(seed: int, epoch: int) -> int:
-    return (seed * SEED_STRIDE + epoch) % (2**32)
+from labline.core.seeding import epoch_seed
 
 
 class EpochSeed(pl.Callback):

@@ -8,7 +8,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
-from labline.errors import ConfigError
+from labline.core.errors import ConfigError
 
 ACTIONS = ("stop", "skip")
 

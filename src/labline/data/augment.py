@@ -27,8 +27,8 @@ from collections.abc import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
-from labline.callbacks.epoch_seed import epoch_seed
-from labline.errors import ConfigError
+from labline.core.errors import ConfigError
+from labline.core.seeding import epoch_seed
 
 GRID_PADDING = ("border", "zeros", "reflection")
 PAD_MODES = ("replicate", "reflect", "constant", "circular")

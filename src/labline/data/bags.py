@@ -25,16 +25,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import lightning.pytorch as pl
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from labline.core.errors import ConfigError
+from labline.data.datamodule import DataModule
 from labline.data.files import SPLIT_PARTS
+from labline.data.pipeline import ProcessedData
 from labline.data.samplers import EpochShuffle
 from labline.data.splits import holdout
-from labline.data.stages import ProcessedData
-from labline.errors import ConfigError
 
 SIZE_DISTRIBUTIONS = ("normal", "uniform", "fixed")
 FILE_COLUMNS = ("bag", "instance", "label")
@@ -234,7 +234,7 @@ def collate_bags(items: list[tuple[torch.Tensor, int, int]]) -> dict[str, torch.
     return {"x": x, "mask": mask, "y": torch.tensor([y for _, y, _ in items]), "bag": torch.tensor([i for *_, i in items])}
 
 
-class BagDataModule(pl.LightningDataModule):
+class BagDataModule(DataModule):
     """Serves the bags of each part. ``batch_size`` counts training bags; validation and test batches
     (``eval_batch_size``) only change speed, since bags are padded and masked and eval-mode outputs
     do not depend on batch-mates. ``input_shape`` is one instance's shape (what the backbone, the
@@ -252,7 +252,7 @@ class BagDataModule(pl.LightningDataModule):
         self.shuffler: EpochShuffle | None = None
         self.batch_sizes = {"train": batch_size, "val": eval_batch_size, "test": eval_batch_size}
         split = bags(data, seed)
-        self.parts, self.classes = split.parts, split.classes
+        self.parts, self.bag_classes = split.parts, split.classes
         for part in SPLIT_PARTS:
             if len(self.parts[part]) == 0:
                 raise ConfigError("data.bags", f"there are no {part} bags", "bags whose instances lie in that part")
@@ -262,15 +262,12 @@ class BagDataModule(pl.LightningDataModule):
         self.sets = {part: BagDataset(instances, bags) for part, bags in self.parts.items()}
 
     @property
-    def input_shape(self) -> tuple[int, ...]:
-        return tuple(self.data.x.shape[1:])
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
+    def classes(self) -> list[str]:
+        """The bag classes (what a MIL run predicts), not the instances'."""
+        return self.bag_classes
 
     def part_dataset(self, part: str) -> BagDataset:
-        """The bags of ``part`` (what ``labline.predictions`` serves in place of the test part)."""
+        """The bags of ``part`` (what ``labline.runs.predictions`` serves in place of the test part)."""
         return self.sets[part]
 
     def part_index(self, part: str) -> np.ndarray:

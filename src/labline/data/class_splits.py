@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from labline.errors import ConfigError
+from labline.core.errors import ConfigError
 
 Parts = dict[str, np.ndarray]
 

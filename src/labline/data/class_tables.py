@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from labline.errors import ConfigError
+from labline.core.errors import ConfigError
 
 
 def read_class_table(path: str, classes: Sequence[str], key: str, entry: str, example: str) -> list[Any]:

@@ -1,4 +1,11 @@
-"""A LightningDataModule over in-memory arrays and split indices.
+"""The datamodule contract labline relies on, and the default datamodule over in-memory arrays and split indices.
+
+``DataModule`` declares what the rest of labline asks of any datamodule a task brings (episodes, bags,
+paired views): the input shape and the classes a task is built for, which samples each row of a part is
+(``part_index``, what ensembles compare), clean samples of a part to score (``part_dataset``), what identifies
+the test examples beyond their indices (``test_signature``, in the run's ``split_hash``) and the per-epoch
+reseeding hook (``set_epoch``). Every datamodule serves its loaders from ``sets``, so the runs layer can serve
+another part in place of the test part (validation predictions).
 
 Small research datasets fit in memory; indexing one tensor is far faster
 than a per-sample Dataset, which keeps labline's overhead over a plain loop
@@ -19,16 +26,55 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from labline.core.errors import ConfigError
+from labline.data.pipeline import ProcessedData
 from labline.data.samplers import EpochShuffle
-from labline.data.stages import ProcessedData
-from labline.errors import ConfigError
 
 Augment = Callable[[torch.Tensor], torch.Tensor]
 
 
-class ArrayDataModule(pl.LightningDataModule):
+class DataModule(pl.LightningDataModule):
+    """The base of every datamodule a task brings (see the module docstring). Built as
+    ``DataModule(data=..., batch_size=..., num_workers=..., seed=..., augment=..., **options)``."""
+
+    data: ProcessedData
+    sets: dict[str, Dataset]
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of one input the backbone is built for."""
+        return tuple(self.data.x.shape[1:])
+
+    @property
+    def num_classes(self) -> int:
+        """The width the task's head predicts (one output per class unless a datamodule says otherwise)."""
+        return len(self.classes)
+
+    @property
+    def classes(self) -> list[str]:
+        """Names of the classes the run is scored on (the confusion matrix's rows)."""
+        return self.data.classes
+
+    def part_index(self, part: str) -> np.ndarray:
+        """What identifies each example of ``part``, in loader order (dataset indices by default)."""
+        return self.data.parts[part]
+
+    def part_dataset(self, part: str) -> Dataset:
+        """The clean examples of ``part``, shaped like the test part's (what is served in place of the test part)."""
+        idx = self.data.parts[part]
+        return TensorDataset(torch.from_numpy(np.ascontiguousarray(self.data.x[idx])), torch.from_numpy(self.data.y[idx]))
+
+    def test_signature(self) -> bytes:
+        """What tells two runs' test examples apart beyond the dataset's test indices (bags regroup them)."""
+        return b""
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called at every training epoch start, so shuffling and augmentation depend on (seed, epoch) only."""
+
+
+class ArrayDataModule(DataModule):
     """Serves the train / val / test parts of a ``ProcessedData``."""
 
     def __init__(self, data: ProcessedData, batch_size: int = 64, num_workers: int = 0, seed: int = 0,
@@ -70,14 +116,6 @@ class ArrayDataModule(pl.LightningDataModule):
         x, y = batch
         return self.augment(x), y
 
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return tuple(self.data.x.shape[1:])
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.data.classes)
-
     def _loader(self, part: str, shuffle: bool) -> DataLoader:
         sampler = EpochShuffle(len(self.sets[part]), self.seed) if shuffle else None
         if shuffle:
@@ -89,9 +127,8 @@ class ArrayDataModule(pl.LightningDataModule):
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
     def set_epoch(self, epoch: int) -> None:
-        """Called at every training epoch start (EpochSeed) so shuffling and augmentation depend on (seed, epoch)
-        only. Lightning's own ``sampler.set_epoch`` counts *processed* epochs, which lags by one after a resume
-        from an end-of-epoch checkpoint; this call comes later and wins."""
+        """Lightning's own ``sampler.set_epoch`` counts *processed* epochs, which lags by one after a resume from an
+        end-of-epoch checkpoint; this call (EpochSeed's, at every epoch start) comes later and wins."""
         if self.shuffler is not None:
             self.shuffler.set_epoch(epoch)
         if self.augment is not None and hasattr(self.augment, "set_epoch"):

@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
 
+from labline.core.errors import ConfigError
 from labline.data.datamodule import ArrayDataModule
-from labline.data.stages import ProcessedData
-from labline.errors import ConfigError
+from labline.data.pipeline import ProcessedData
 
 Episode = dict[str, torch.Tensor]
 # What each part's classes are called, and a stream id per part so their episodes never coincide.

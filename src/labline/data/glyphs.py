@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from labline.data.sources import RawDataset
-from labline.errors import ConfigError
+from labline.core.errors import ConfigError
+from labline.data.raw import RawDataset
 
 # Points sampled along each Bezier stroke; the stroke is drawn as the polyline through them.
 CURVE_POINTS = 8

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from labline.errors import ConfigError
+from labline.core.errors import ConfigError
 
 
 class Normaliser:

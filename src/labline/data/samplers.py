@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import Sampler
 
-from labline.callbacks.epoch_seed import epoch_seed
+from labline.core.seeding import epoch_seed
 
 
 class EpochShuffle(Sampler[int]):

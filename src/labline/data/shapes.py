@@ -22,8 +22,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from labline.data.sources import RawDataset
-from labline.errors import ConfigError
+from labline.core.errors import ConfigError
+from labline.data.raw import RawDataset
 
 # Every attribute a class can be built from and its possible values. Value names are unique across attributes,
 # so a class name alone says which attribute each of its parts belongs to.

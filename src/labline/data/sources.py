@@ -6,20 +6,13 @@ A source is the only thing a new dataset needs (plus one YAML in
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from labline.errors import ConfigError
-
-
-@dataclass(frozen=True)
-class RawDataset:
-    """Images as float32 ``(N, C, H, W)`` (or ``(N, C, L)``), labels as int64 ``(N,)``."""
-
-    x: np.ndarray
-    y: np.ndarray
-    classes: list[str]
+from labline.core.errors import ConfigError
+from labline.core.io import load_npz
+from labline.data.raw import RawDataset, check_arrays
 
 
 def sklearn_digits() -> RawDataset:
@@ -48,10 +41,6 @@ def npz_file(path: str, classes: list[str] | None = None) -> RawDataset:
     Class names come from ``classes`` (the config), else from a ``classes`` array in the file,
     else from the label values.
     """
-    from pathlib import Path
-
-    from labline.data.files import check_arrays, load_npz
-
     arrays = load_npz(Path(path), ("x", "y"), "an .npz file with arrays x (N, ...) and y (N,)")
     x, y = arrays["x"].astype(np.float32), arrays["y"]
     if not np.issubdtype(y.dtype, np.integer):

@@ -15,7 +15,7 @@ from typing import TypeVar
 import numpy as np
 from sklearn.model_selection import KFold, LeaveOneOut, ShuffleSplit, StratifiedKFold, StratifiedShuffleSplit, train_test_split
 
-from labline.errors import ConfigError
+from labline.core.errors import ConfigError
 
 Parts = dict[str, np.ndarray]
 F = TypeVar("F", bound=Callable[..., list[Parts]])

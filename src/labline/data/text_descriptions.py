@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 
+from labline.core.errors import ConfigError
+from labline.core.paths import project_root
 from labline.data.class_tables import read_class_table
 from labline.data.shapes import ATTRIBUTES, SEPARATOR
-from labline.errors import ConfigError
-from labline.paths import project_root
 
 KEY = "task.datamodule"
 MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"

@@ -17,9 +17,9 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from labline.core.errors import ConfigError
 from labline.data.datamodule import ArrayDataModule, Augment
-from labline.data.stages import ProcessedData
-from labline.errors import ConfigError
+from labline.data.pipeline import ProcessedData
 
 # Test dataloader order: features of the first fit the probes, the second is evaluated.
 PROBE_FIT, PROBE_EVAL = 0, 1

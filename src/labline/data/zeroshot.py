@@ -23,12 +23,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from labline.core.errors import ConfigError
 from labline.data import text_descriptions
 from labline.data.class_tables import read_class_table
 from labline.data.datamodule import ArrayDataModule, Augment
+from labline.data.pipeline import ProcessedData
 from labline.data.shapes import class_attributes
-from labline.data.stages import ProcessedData
-from labline.errors import ConfigError
 
 KEY = "task.datamodule"
 DESCRIPTION_SOURCES = ("attributes", "text")

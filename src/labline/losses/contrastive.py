@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from labline.errors import ConfigError
+from labline.core.errors import ConfigError
 
 
 def _temperature(value: float) -> float:

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from labline.errors import ConfigError
+from labline.core.errors import ConfigError
 from labline.metrics.masks import dice
 
 

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from labline.errors import ConfigError
+from labline.core.errors import ConfigError
 
 TERMS = ("soft", "hard", "feature", "attention")
 TEACHER_TERMS = ("soft", "feature", "attention")

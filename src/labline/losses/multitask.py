@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from labline import labels
-from labline.errors import ConfigError
+from labline.core.errors import ConfigError
+from labline.losses import labels
 
 TASK_KEYS = ("loss", "weight", "labels")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from labline import labels
-from labline.errors import ConfigError
+from labline.core.errors import ConfigError
+from labline.losses import labels
 
 
 class LabelSmoothingLoss(nn.Module):

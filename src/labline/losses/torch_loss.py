@@ -9,8 +9,8 @@ import torch
 from hydra.utils import get_object
 from torch import nn
 
-from labline import labels
-from labline.errors import ConfigError
+from labline.core.errors import ConfigError
+from labline.losses import labels
 
 
 class TorchLoss(nn.Module):

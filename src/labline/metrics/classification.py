@@ -12,7 +12,7 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
-from labline.errors import ConfigError
+from labline.core.errors import ConfigError
 
 
 def classification_metrics(num_classes: int, top_k: int | None = 5, ranking: bool = False) -> MetricCollection:

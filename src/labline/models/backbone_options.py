@@ -10,7 +10,8 @@ Every backbone config carries them, and ``build_backbone`` pops them before
   of an orthogonal GRU is itself orthogonal.
 - ``weights``: start from trained weights, a Lightning checkpoint file (keys
   ``backbone.*``) or the ``checkpoints/`` artifact of an MLflow run in the
-  project's store. Applied after ``init``.
+  project's store (fetched by the runs layer: models never talk to MLflow).
+  Applied after ``init``.
 - ``freeze``: the linear probe. Parameters stop requiring gradients and a
   forward pre-hook puts the backbone in eval mode before every forward, so
   whatever toggles ``train()`` (Lightning after each validation, user code),
@@ -21,8 +22,6 @@ Every backbone config carries them, and ``build_backbone`` pops them before
 from __future__ import annotations
 
 import copy
-import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,13 +30,11 @@ import torch
 from omegaconf import DictConfig, open_dict
 from torch import nn
 
-from labline.errors import ConfigError
+from labline.core.errors import ConfigError
 
 OPTION_KEYS = ("init", "weights", "freeze")
 CHECKPOINT_PREFIX = "backbone."
-CHECKPOINT_ARTIFACTS = "checkpoints"
-_RUN_ID = re.compile(r"[0-9a-f]{32}")
-_WEIGHTS_VALID = "a Lightning checkpoint path or an MLflow run id"
+WEIGHTS_VALID = "a Lightning checkpoint path or an MLflow run id"
 
 _INITS = {
     "xavier": nn.init.xavier_uniform_,
@@ -63,17 +60,18 @@ def split_options(node: DictConfig) -> tuple[DictConfig, BackboneOptions]:
     if options.init is not None and options.init not in _INITS:
         raise ConfigError("backbone.init", f"unknown init '{options.init}'", ["null", *_INITS])
     if options.weights is not None and (not isinstance(options.weights, str) or not options.weights):
-        raise ConfigError("backbone.weights", f"must be a path or a run id, got {options.weights!r}", _WEIGHTS_VALID)
+        raise ConfigError("backbone.weights", f"must be a path or a run id, got {options.weights!r}", WEIGHTS_VALID)
     if not isinstance(options.freeze, bool):
         raise ConfigError("backbone.freeze", f"must be true or false, got {options.freeze!r}", "true, false")
     return rest, options
 
 
-def apply_options(backbone: nn.Module, options: BackboneOptions) -> None:
+def apply_options(backbone: nn.Module, options: BackboneOptions, weights: Path | None = None) -> None:
+    """``weights``: the local file ``options.weights`` was resolved to (see ``models.checkpoints``)."""
     if options.init:
         initialise(backbone, options.init)
-    if options.weights:
-        load_weights(backbone, options.weights)
+    if weights is not None:
+        load_weights(backbone, weights)
     if options.freeze:
         freeze(backbone)
 
@@ -111,23 +109,16 @@ def _stay_in_eval(module: nn.Module, args: Any) -> None:
     module.eval()
 
 
-def load_weights(backbone: nn.Module, source: str) -> None:
-    """Load ``backbone.*`` weights from a checkpoint file, else from an MLflow run's checkpoint artifact."""
-    path = Path(source).expanduser()
-    if path.is_file():
-        state = _read_checkpoint(path)
-    elif _RUN_ID.fullmatch(source):
-        with tempfile.TemporaryDirectory() as tmp:
-            state = _read_checkpoint(_download_checkpoint(source, Path(tmp)))
-    else:
-        raise ConfigError("backbone.weights", f"no checkpoint file '{source}'", _WEIGHTS_VALID)
+def load_weights(backbone: nn.Module, path: Path) -> None:
+    """Load ``backbone.*`` weights from a checkpoint file (its state dict must fit this backbone exactly)."""
+    state = _read_checkpoint(path)
     own = backbone.state_dict()
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
     reshaped = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
     if missing or unexpected or reshaped:
         problems = [f"{len(keys)} {what} (e.g. {keys[0]})" for what, keys in
                     (("missing keys", missing), ("unexpected keys", unexpected), ("keys of another shape", reshaped)) if keys]
-        raise ConfigError("backbone.weights", f"'{source}' does not fit this backbone: {', '.join(problems)}",
+        raise ConfigError("backbone.weights", f"'{path}' does not fit this backbone: {', '.join(problems)}",
                           "a checkpoint of the same backbone config")
     backbone.load_state_dict(state)
 
@@ -137,7 +128,7 @@ def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         reason = " ".join(str(exc).split())[:200]
-        raise ConfigError("backbone.weights", f"cannot read '{path}' as a checkpoint: {reason}", _WEIGHTS_VALID) from None
+        raise ConfigError("backbone.weights", f"cannot read '{path}' as a checkpoint: {reason}", WEIGHTS_VALID) from None
     state = saved.get("state_dict", saved) if isinstance(saved, dict) else {}
     weights = {k.removeprefix(CHECKPOINT_PREFIX): v for k, v in state.items()
                if isinstance(k, str) and k.startswith(CHECKPOINT_PREFIX) and isinstance(v, torch.Tensor)}
@@ -145,25 +136,3 @@ def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
         raise ConfigError("backbone.weights", f"'{path}' holds no '{CHECKPOINT_PREFIX}*' weights",
                           "a labline task checkpoint or a state dict with backbone.-prefixed keys")
     return weights
-
-
-def _download_checkpoint(run_id: str, dest: Path) -> Path:
-    """The single ``.ckpt`` in the run's ``checkpoints/`` artifacts (what ``labline train`` logs), fetched to ``dest``."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    from labline.tracking.store import tracking_uri
-
-    uri = tracking_uri()
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
-        raise ConfigError("backbone.weights", f"no MLflow store at {uri} to find run '{run_id}' in", _WEIGHTS_VALID)
-    client = MlflowClient(tracking_uri=uri)
-    try:
-        client.get_run(run_id)
-        found = [f.path for f in client.list_artifacts(run_id, CHECKPOINT_ARTIFACTS) if f.path.endswith(".ckpt")]
-    except MlflowException:
-        raise ConfigError("backbone.weights", f"unknown MLflow run id '{run_id}' in {uri}", _WEIGHTS_VALID) from None
-    if len(found) != 1:
-        raise ConfigError("backbone.weights", f"run '{run_id}' has {len(found)} {CHECKPOINT_ARTIFACTS}/*.ckpt artifacts, "
-                          "expected one", "the path of the checkpoint file to use")
-    return Path(client.download_artifacts(run_id, found[0], str(dest)))

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from labline.errors import ConfigError
+from labline.core.errors import ConfigError
 from labline.models import layers
 
 # Images at least this wide get a downsampling stem (ImageNet-style); smaller ones (digits, CIFAR) keep full resolution.

@@ -2,29 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-import lightning.pytorch as pl
 import torch
 import torchmetrics
 from torch import nn
 
-from labline import labels
-from labline.errors import ConfigError
+from labline.core.errors import ConfigError
+from labline.losses import labels
 from labline.losses.multitask import MultiTaskLoss
 from labline.metrics.classification import classification_metrics
 from labline.models.heads.multitask import check_pairing
-from labline.optim import configure_optimization
+from labline.models.task import Task, TaskContext
 
 Outputs = torch.Tensor | dict[str, torch.Tensor]
 # Batches kept before one metric update: amortises torchmetrics' per-call cost, bounds the memory.
 FLUSH_BATCHES = 32
 
 
-class ClassificationTask(pl.LightningModule):
-    """The default task. Hyperparameters hold the resolved config, never modules,
-    so checkpoints load with ``torch.load(weights_only=True)``.
+class ClassificationTask(Task):
+    """The default task.
 
     The loss gets the labels in the encoding it names (``loss.target``: index,
     onehot, multihot, soft); metrics always get class indices. With
@@ -32,17 +29,16 @@ class ClassificationTask(pl.LightningModule):
     head's loss is logged as ``part/loss_<name>`` next to the weighted ``part/loss``.
     """
 
-    def __init__(self, backbone: nn.Module, head: nn.Module, loss: nn.Module, optimizer: Callable[..., torch.optim.Optimizer],
-                 scheduler: Callable[..., Any] | None, num_classes: int, config: dict[str, Any] | None = None,
-                 monitor: str = "val/acc", monitor_mode: str = "max", top_k: int | None = 5):
-        super().__init__()
-        self.save_hyperparameters(ignore=["backbone", "head", "loss", "optimizer", "scheduler"])
-        self.backbone, self.head, self.loss_fn = backbone, head, loss
-        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.monitor, self.monitor_mode = monitor, monitor_mode
-        self.num_classes = num_classes
-        self.loss_target = labels.check_encoding(getattr(loss, "target", "index"))
-        check_pairing(head, loss, num_classes)
+    per_sample_predictions = True
+
+    def __init__(self, context: TaskContext, monitor: str = "val/acc", monitor_mode: str = "max", top_k: int | None = 5,
+                 **options: Any):
+        super().__init__(context, monitor, monitor_mode, top_k=top_k, **options)
+        self.backbone, width = context.backbone()
+        self.head, self.loss_fn = context.head(width), context.loss()
+        num_classes = self.num_classes
+        self.loss_target = labels.check_encoding(getattr(self.loss_fn, "target", "index"))
+        check_pairing(self.head, self.loss_fn, num_classes)
         self._check_loss()
         # ModuleDict keys must not shadow nn.Module attributes such as ``train``.
         self.metrics = nn.ModuleDict({f"{part}_metrics": classification_metrics(num_classes, top_k, ranking=part != "train")
@@ -50,8 +46,6 @@ class ClassificationTask(pl.LightningModule):
         self.losses = nn.ModuleDict({f"{part}_loss": torchmetrics.MeanMetric() for part in ("train", "val", "test")})
         self.term_losses = nn.ModuleDict()
         self.pending: dict[str, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = {"train": [], "val": [], "test": []}
-        self.test_probs: list[torch.Tensor] = []
-        self.test_targets: list[torch.Tensor] = []
 
     def _check_loss(self) -> None:
         """Score dummy outputs once, so a loss that cannot read this head's outputs (wrong width,
@@ -144,14 +138,7 @@ class ClassificationTask(pl.LightningModule):
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         _, logits = self._step(batch, "test")
-        self.test_probs.append(logits.float().softmax(-1).cpu())
-        self.test_targets.append(batch[1].cpu())
-
-    def on_test_epoch_start(self) -> None:
-        self.test_probs, self.test_targets = [], []
+        self.keep_test_predictions(logits.float().softmax(-1), batch[1])
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
-
-    def configure_optimizers(self) -> Any:
-        return configure_optimization(self, self.optimizer_factory, self.scheduler_factory)

@@ -15,19 +15,14 @@ checkpoint); the probes run once, at test.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
-import lightning.pytorch as pl
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
+from labline.core.errors import ConfigError
 from labline.data.views import PROBE_EVAL, PROBE_FIT
-from labline.errors import ConfigError
 from labline.losses.contrastive import ContrastiveLoss
-from labline.optim import configure_optimization
+from labline.models.task import Task, TaskContext
 
 
 def linear_probe(train: np.ndarray, train_y: np.ndarray, test: np.ndarray, num_classes: int, c: float = 1.0,
@@ -53,29 +48,26 @@ def knn_predict(train: torch.Tensor, train_y: torch.Tensor, test: torch.Tensor, 
     return (votes * (1 + bonus)).sum(1).argmax(1)
 
 
-class ContrastiveTask(pl.LightningModule):
+class ContrastiveTask(Task):
     """Trains backbone + projection head with a contrastive loss; evaluates the frozen backbone by probes."""
 
-    def __init__(self, backbone: nn.Module, head: nn.Module, loss: nn.Module, optimizer: Callable[..., torch.optim.Optimizer],
-                 scheduler: Callable[..., Any] | None, num_classes: int, config: dict[str, Any] | None = None,
-                 knn_k: int = 5, probe_c: float = 1.0, monitor: str = "val/loss", monitor_mode: str = "min"):
-        super().__init__()
-        self.save_hyperparameters(ignore=["backbone", "head", "loss", "optimizer", "scheduler"])
-        if not isinstance(loss, ContrastiveLoss):
-            raise ConfigError("loss", f"task=contrastive needs a contrastive loss, got {type(loss).__name__}",
+    per_sample_predictions = True
+
+    def __init__(self, context: TaskContext, knn_k: int = 5, probe_c: float = 1.0, monitor: str = "val/loss",
+                 monitor_mode: str = "min"):
+        super().__init__(context, monitor, monitor_mode, knn_k=knn_k, probe_c=probe_c)
+        self.backbone, width = context.backbone()
+        self.head, self.loss_fn = context.head(width), context.loss()
+        if not isinstance(self.loss_fn, ContrastiveLoss):
+            raise ConfigError("loss", f"task=contrastive needs a contrastive loss, got {type(self.loss_fn).__name__}",
                               "loss=nt_xent, loss=supcon, loss=triplet")
         if isinstance(knn_k, bool) or not isinstance(knn_k, int) or knn_k < 1:
             raise ConfigError("task.knn_k", f"must be a positive integer, got {knn_k!r}", "e.g. 5 (scikit-learn's default)")
         if isinstance(probe_c, bool) or not isinstance(probe_c, (int, float)) or probe_c <= 0:
             raise ConfigError("task.probe_c", f"must be > 0, got {probe_c!r}", "e.g. 1.0 (inverse L2 strength)")
-        self.backbone, self.head, self.loss_fn = backbone, head, loss
-        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.num_classes, self.knn_k, self.probe_c = num_classes, knn_k, float(probe_c)
-        self.monitor, self.monitor_mode = monitor, monitor_mode
+        self.knn_k, self.probe_c = knn_k, float(probe_c)
         self.features: dict[int, list[torch.Tensor]] = {}
         self.targets: dict[int, list[torch.Tensor]] = {}
-        self.test_probs: list[torch.Tensor] = []
-        self.test_targets: list[torch.Tensor] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The representation kept after training: backbone features, without the projection head."""
@@ -95,6 +87,7 @@ class ContrastiveTask(pl.LightningModule):
         self._views_step(batch, "val")
 
     def on_test_epoch_start(self) -> None:
+        super().on_test_epoch_start()
         self.features, self.targets = {PROBE_FIT: [], PROBE_EVAL: []}, {PROBE_FIT: [], PROBE_EVAL: []}
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -109,7 +102,4 @@ class ContrastiveTask(pl.LightningModule):
         probe_acc = float((probs.argmax(1) == test_y.numpy()).mean())
         knn_acc = float((knn_predict(train, train_y, test, self.knn_k) == test_y).float().mean())
         self.log_dict({"test/acc": probe_acc, "test/linear_probe_acc": probe_acc, "test/knn_acc": knn_acc})
-        self.test_probs, self.test_targets = [torch.from_numpy(probs).float()], [test_y]
-
-    def configure_optimizers(self) -> Any:
-        return configure_optimization(self, self.optimizer_factory, self.scheduler_factory)
+        self.keep_test_predictions(torch.from_numpy(probs), test_y)

@@ -1,15 +1,14 @@
 """Knowledge distillation: a student classifier trained to match a frozen teacher (or an ensemble of them).
 
 The teacher is named by ``task.teacher``: a Lightning checkpoint of a labline classification run or the
-MLflow run id that logged it. Its backbone and head are rebuilt from the config stored in the checkpoint
-(``hyper_parameters["config"]``), so no teacher architecture is ever repeated in the student's config,
-then loaded, frozen and kept in eval mode. The loss terms live in ``labline.losses.distill``.
+MLflow run id that logged it (the task context's resolver fetches it: models never talk to MLflow). Its
+backbone and head are rebuilt from the config stored in the checkpoint (``hyper_parameters["config"]``), so
+no teacher architecture is ever repeated in the student's config, then loaded, frozen and kept in eval mode.
+The loss terms live in ``labline.losses.distill``.
 """
 
 from __future__ import annotations
 
-import json
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,14 +19,15 @@ from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
-from labline.building import build
-from labline.errors import ConfigError
+from labline.core.errors import ConfigError
+from labline.core.instantiate import instantiate
 from labline.losses.distill import KEY as TERMS_KEY
 from labline.losses.distill import DistillationLoss, NetOutputs, TermSpec, parse_terms
-from labline.models.backbone_options import _RUN_ID, _download_checkpoint, load_weights
-from labline.models.build import build_backbone
+from labline.models.backbone_options import load_weights
+from labline.models.checkpoints import CheckpointRef
 from labline.models.classification import ClassificationTask, Outputs
-from labline.paths import workspace_root
+from labline.models.parts import build_backbone
+from labline.models.task import TaskContext
 
 TEACHER_KEY = "task.teacher"
 TEACHER_VALID = (
@@ -56,55 +56,18 @@ class LoadedClassifier:
     run_id: str | None
 
 
-def input_shape(config: Mapping[str, Any], root: Path | None = None) -> tuple[int, ...]:
-    """The shape of one input sample of the data ``config`` trains on (``root``: the project, default the workspace).
+def load_classifier(ref: CheckpointRef, shape: Sequence[int], key: str = TEACHER_KEY) -> LoadedClassifier:
+    """Rebuild the backbone and head of a labline classification run exactly, from its checkpoint file.
 
-    ``build_task`` hands a task its modules but not the input shape, and a teacher cannot be rebuilt
-    without it (backbones size their layers from it), so it is read from the processed data itself.
+    The backbone's weights go through the same loader as ``backbone.weights``. Anything that does not fit is a
+    ``ConfigError`` naming ``key``.
     """
-    from labline.data.stages import load_processed
-
-    return tuple(load_processed(OmegaConf.create(dict(config)), root or workspace_root()).x.shape[1:])
-
-
-def _recorded_run_id(checkpoint: Path) -> str | None:
-    """The MLflow run that wrote ``checkpoint``, from the ``run.json`` labline writes next to ``checkpoints/``."""
-    record = checkpoint.parent.parent / "run.json"
-    if not record.is_file():
-        return None
-    recorded = json.loads(record.read_text())
-    if (record.parent / str(recorded.get("checkpoint", ""))).resolve() != checkpoint.resolve():
-        return None
-    return recorded.get("run_id")
+    return _rebuild(ref.path, ref.source, shape, key, ref.run_id)
 
 
 def _rekeyed(err: ConfigError, source: str, key: str) -> ConfigError:
     """A problem found while rebuilding from ``source``, reported against ``key`` (the user's setting)."""
     return ConfigError(key, f"'{source}': {err.key}: {err.problem}", TEACHER_VALID if key == TEACHER_KEY else err.valid)
-
-
-def load_classifier(source: str, shape: Sequence[int], key: str = TEACHER_KEY) -> LoadedClassifier:
-    """Rebuild the backbone and head of a labline classification run exactly, from its checkpoint.
-
-    ``source`` is a checkpoint file (a relative path is read from the project root, like ``paths.*``, so a
-    pipeline stage running in its own folder finds the same file) or an MLflow run id whose ``checkpoints/``
-    artifact is fetched from the project's store. The backbone's weights go through the same loader as
-    ``backbone.weights``. Anything that does not fit is a ``ConfigError`` naming ``key``.
-    """
-    if not isinstance(source, str) or not source:
-        raise ConfigError(key, f"must be a checkpoint path or a run id, got {source!r}", TEACHER_VALID)
-    path = Path(source).expanduser()
-    path = path if path.is_absolute() else workspace_root() / path
-    if path.is_file():
-        return _rebuild(path, source, shape, key, _recorded_run_id(path))
-    if not _RUN_ID.fullmatch(source):
-        raise ConfigError(key, f"no checkpoint file '{path}'", TEACHER_VALID)
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            downloaded = _download_checkpoint(source, Path(tmp))
-        except ConfigError as err:
-            raise _rekeyed(err, source, key) from None
-        return _rebuild(downloaded, source, shape, key, source)
 
 
 def _rebuild(path: Path, source: str, shape: Sequence[int], key: str, run_id: str | None) -> LoadedClassifier:
@@ -123,8 +86,8 @@ def _rebuild(path: Path, source: str, shape: Sequence[int], key: str, run_id: st
     backbone_node = OmegaConf.create({**config["backbone"], "weights": None, "init": None, "freeze": False})
     try:
         backbone, width = build_backbone(backbone_node, shape)
-        head = build(OmegaConf.create(config["head"]), "head", in_features=width, num_classes=num_classes)
-        load_weights(backbone, str(path))
+        head = instantiate(OmegaConf.create(config["head"]), "head", in_features=width, num_classes=num_classes)
+        load_weights(backbone, path)
     except ConfigError as err:
         raise _rekeyed(err, source, key) from None
     head_state = {k.removeprefix(HEAD_PREFIX): v for k, v in state.items() if k.startswith(HEAD_PREFIX)}
@@ -207,30 +170,29 @@ class DistillationTask(ClassificationTask):
     sum) and each enabled term as ``train/loss_<term>``, unweighted.
     """
 
-    def __init__(self, backbone: nn.Module, head: nn.Module, loss: nn.Module, optimizer: Callable[..., torch.optim.Optimizer],
-                 scheduler: Callable[..., Any] | None, num_classes: int, config: dict[str, Any] | None = None,
-                 teacher: str | Sequence[str] | None = None, loss_terms: Mapping[str, Any] | None = None,
-                 monitor: str = "val/acc", monitor_mode: str = "max", top_k: int | None = 5):
+    def __init__(self, context: TaskContext, teacher: str | Sequence[str] | None = None,
+                 loss_terms: Mapping[str, Any] | None = None, monitor: str = "val/acc", monitor_mode: str = "max",
+                 top_k: int | None = 5):
         # Plain values before the parent saves the hyperparameters: checkpoints must load with weights_only=True.
         teacher, loss_terms = _plain(teacher), _plain(loss_terms)
-        super().__init__(backbone, head, loss, optimizer, scheduler, num_classes, config, monitor, monitor_mode, top_k)
+        super().__init__(context, monitor, monitor_mode, top_k, teacher=teacher, loss_terms=loss_terms)
         self.spec = spec = parse_terms(loss_terms)
         sources = [teacher] if isinstance(teacher, str) else list(teacher or [])
         if spec.needs_teacher and not sources:
             raise ConfigError(TEACHER_KEY, f"the {', '.join(t for t in spec.weights if t != 'hard')} term(s) need a teacher",
                               TEACHER_VALID)
-        shape = input_shape(config or {}) if sources else ()
-        self.teachers = [self._teacher(source, shape, num_classes) for source in sources]
+        shape = context.input_shape
+        self.teachers = [self._teacher(context.checkpoint(source, TEACHER_KEY, TEACHER_VALID), shape) for source in sources]
         self.student_taps = LayerTaps(self.backbone, spec.taps("student") if sources else [], f"{TERMS_KEY}: student layer")
         student_feature, teacher_features = self._check_outputs(shape) if sources else (None, [])
         self.distill_loss = DistillationLoss(spec, student_feature, teacher_features)
         self._teacher_outputs: list[NetOutputs] | None = None
 
-    def _teacher(self, source: str, shape: Sequence[int], num_classes: int) -> Teacher:
-        loaded = load_classifier(source, shape)
-        if loaded.num_classes != num_classes:
-            raise ConfigError(TEACHER_KEY, f"'{source}' predicts {loaded.num_classes} classes, the student's data has "
-                              f"{num_classes}", "a teacher trained on the same classes")
+    def _teacher(self, ref: CheckpointRef, shape: Sequence[int]) -> Teacher:
+        loaded = load_classifier(ref, shape)
+        if loaded.num_classes != self.num_classes:
+            raise ConfigError(TEACHER_KEY, f"'{ref.source}' predicts {loaded.num_classes} classes, the student's data has "
+                              f"{self.num_classes}", "a teacher trained on the same classes")
         return Teacher(loaded, self.spec)
 
     def _check_outputs(self, shape: Sequence[int]) -> tuple[torch.Size | None, list[torch.Size]]:
@@ -258,15 +220,17 @@ class DistillationTask(ClassificationTask):
         return student.feature.shape, [t.feature.shape for t in teachers]
 
     def on_fit_start(self) -> None:
-        """Bring the teachers to the student's device; record them on the MLflow run."""
-        import mlflow
-
+        """Bring the teachers to the student's device."""
         for teacher in self.teachers:
             teacher.to(self.device)
-        if self.teachers and mlflow.active_run() is not None:
-            loaded = [t.loaded for t in self.teachers]
-            mlflow.set_tags({"distill.teacher": ", ".join(t.source for t in loaded),
-                             "distill.teacher_run_id": ", ".join(t.run_id or "unknown" for t in loaded)})
+
+    def run_tags(self) -> dict[str, str]:
+        """Which teachers the student learnt from (sources as configured, and the runs that made them)."""
+        if not self.teachers:
+            return {}
+        loaded = [t.loaded for t in self.teachers]
+        return {"distill.teacher": ", ".join(t.source for t in loaded),
+                "distill.teacher_run_id": ", ".join(t.run_id or "unknown" for t in loaded)}
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         self._teacher_outputs = [teacher(batch[0]) for teacher in self.teachers]

@@ -28,20 +28,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from labline import labels
+from labline.core.errors import ConfigError
+from labline.core.io import write_json
 from labline.data.episodes import Episode
-from labline.data.files import write_json
-from labline.errors import ConfigError
+from labline.losses import labels
 from labline.metrics.similarity import cosine_similarity
 from labline.models import layers
 from labline.models.relation import ConvRelation, MLPRelation, feature_maps, map_layout
-from labline.optim import configure_optimization
+from labline.models.task import Task, TaskContext
 
 DISTANCES = ("euclidean", "cosine")
 EPISODES_FILE = "fewshot_episodes.json"
@@ -70,23 +68,17 @@ def ci95(accuracies: Sequence[float]) -> float:
     return float(1.96 * values.std() / math.sqrt(len(values)))
 
 
-class EpisodicTask(pl.LightningModule):
-    """What every few-shot method shares: episode scoring at validation and test, the confidence interval,
-    the per-episode artifact and the optimizer. A method defines ``scores`` (``(Q, way)``, higher is more
-    likely) and may redefine ``score_loss`` and ``training_step``.
+class EpisodicTask(Task):
+    """What every few-shot method shares: episode scoring at validation and test, the confidence interval
+    and the per-episode artifact. A method defines ``scores`` (``(Q, way)``, higher is more likely) and may
+    redefine ``score_loss`` and ``training_step``. The backbone embeds; only methods that classify base
+    classes (the fine-tuning baseline) build a head."""
 
-    Hyperparameters hold the resolved config and the method's options, never modules, so checkpoints load
-    with ``torch.load(weights_only=True)``.
-    """
-
-    def __init__(self, backbone: nn.Module, loss: nn.Module, optimizer: Callable[..., torch.optim.Optimizer],
-                 scheduler: Callable[..., Any] | None, monitor: str, monitor_mode: str):
-        super().__init__()
-        self.save_hyperparameters(ignore=["backbone", "head", "loss", "optimizer", "scheduler"])
-        self.backbone, self.loss_fn = backbone, loss
-        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.monitor, self.monitor_mode = monitor, monitor_mode
-        self.loss_target = labels.check_encoding(getattr(loss, "target", "index"))
+    def __init__(self, context: TaskContext, monitor: str, monitor_mode: str, **options: Any):
+        super().__init__(context, monitor, monitor_mode, **options)
+        self.backbone, self.width = context.backbone()
+        self.loss_fn = context.loss()
+        self.loss_target = labels.check_encoding(getattr(self.loss_fn, "target", "index"))
         self.test_episodes: list[dict[str, Any]] = []
         self._check_loss()
 
@@ -124,6 +116,7 @@ class EpisodicTask(pl.LightningModule):
         self._episode(episode, "val")
 
     def on_test_epoch_start(self) -> None:
+        super().on_test_epoch_start()
         self.test_episodes = []
 
     def test_step(self, episode: Episode, batch_idx: int) -> None:
@@ -144,9 +137,6 @@ class EpisodicTask(pl.LightningModule):
                     "ci95": ci95(accuracies), "per_episode": self.test_episodes}, path)
         return [path]
 
-    def configure_optimizers(self) -> Any:
-        return configure_optimization(self, self.optimizer_factory, self.scheduler_factory)
-
     @staticmethod
     def _split(episode: Episode, embed: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Support and query embeddings from one forward pass (batch norm sees the whole episode, as in training)."""
@@ -158,14 +148,13 @@ class EpisodicTask(pl.LightningModule):
 class PrototypicalNetwork(EpisodicTask):
     """``distance``: euclidean or cosine; ``scale`` multiplies the cosines (unused for euclidean)."""
 
-    def __init__(self, backbone: nn.Module, head: nn.Module, loss: nn.Module, optimizer: Callable[..., torch.optim.Optimizer],
-                 scheduler: Callable[..., Any] | None, num_classes: int, config: dict[str, Any] | None = None,
-                 distance: str = "euclidean", scale: float = 10.0, monitor: str = "val/acc", monitor_mode: str = "max"):
+    def __init__(self, context: TaskContext, distance: str = "euclidean", scale: float = 10.0, monitor: str = "val/acc",
+                 monitor_mode: str = "max"):
         if distance not in DISTANCES:
             raise ConfigError("task.distance", f"unknown distance '{distance}'", DISTANCES)
         if isinstance(scale, bool) or not isinstance(scale, (int, float)) or scale <= 0:
             raise ConfigError("task.scale", f"must be a positive number, got {scale!r}", "e.g. 10")
-        super().__init__(backbone, loss, optimizer, scheduler, monitor, monitor_mode)
+        super().__init__(context, monitor, monitor_mode, distance=distance, scale=scale)
         self.distance, self.scale = distance, float(scale)
 
     def scores(self, episode: Episode) -> torch.Tensor:
@@ -185,15 +174,13 @@ class RelationNetwork(EpisodicTask):
     does not touch the maps.
     """
 
-    def __init__(self, backbone: nn.Module, head: nn.Module, loss: nn.Module, optimizer: Callable[..., torch.optim.Optimizer],
-                 scheduler: Callable[..., Any] | None, num_classes: int, config: dict[str, Any] | None = None,
-                 hidden: int = 64, monitor: str = "val/acc", monitor_mode: str = "max"):
+    def __init__(self, context: TaskContext, hidden: int = 64, monitor: str = "val/acc", monitor_mode: str = "max"):
         hidden = layers.positive_int(hidden, "task.hidden")
-        layout, width = map_layout(backbone), getattr(backbone, "out_features", None)
+        super().__init__(context, monitor, monitor_mode, hidden=hidden)
+        layout, width = map_layout(self.backbone), getattr(self.backbone, "out_features", None)
         if layout is None and not isinstance(width, int):
             raise ConfigError("backbone", "the relation network needs conv feature maps or the backbone's feature width "
                               "(an `out_features` attribute)", "a labline backbone: cnn, vgg, resnet, mlp, ...")
-        super().__init__(backbone, loss, optimizer, scheduler, monitor, monitor_mode)
         self.relation = ConvRelation(*layout, hidden) if layout else MLPRelation(width, hidden)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
@@ -212,13 +199,12 @@ class FineTuneBaseline(EpisodicTask):
     episode fits a logistic regression (inverse regularisation ``C``) on the support features, L2-normalised
     when ``normalize`` (features of unseen classes vary in scale more than in direction)."""
 
-    def __init__(self, backbone: nn.Module, head: nn.Module, loss: nn.Module, optimizer: Callable[..., torch.optim.Optimizer],
-                 scheduler: Callable[..., Any] | None, num_classes: int, config: dict[str, Any] | None = None,
-                 C: float = 1.0, normalize: bool = True, monitor: str = "val/acc", monitor_mode: str = "max"):
+    def __init__(self, context: TaskContext, C: float = 1.0, normalize: bool = True, monitor: str = "val/acc",
+                 monitor_mode: str = "max"):
         if isinstance(C, bool) or not isinstance(C, (int, float)) or C <= 0:
             raise ConfigError("task.C", f"must be a positive number, got {C!r}", "e.g. 1.0; larger fits the support set closer")
-        super().__init__(backbone, loss, optimizer, scheduler, monitor, monitor_mode)
-        self.head, self.num_classes = head, num_classes
+        super().__init__(context, monitor, monitor_mode, C=C, normalize=normalize)
+        self.head = context.head(self.width)
         self.C, self.normalize = float(C), bool(normalize)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:

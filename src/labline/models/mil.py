@@ -13,22 +13,20 @@ batch-mates or on the order of its instances.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl
 import numpy as np
 import torch
 from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassAUROC, MulticlassF1Score
 
-from labline import labels
-from labline.data.files import write_json
-from labline.errors import ConfigError
+from labline.core.errors import ConfigError
+from labline.core.io import write_json
+from labline.losses import labels
 from labline.models.layers import check_dropout, positive_int
-from labline.optim import configure_optimization
+from labline.models.task import Task, TaskContext
 
 POOLING_HEADS = ("mil_mean", "mil_max", "mil_attention", "mil_gated_attention")
 
@@ -101,35 +99,31 @@ def bag_metrics(num_classes: int) -> MetricCollection:
                              "auc": MulticlassAUROC(num_classes, average="macro")})
 
 
-class MILTask(pl.LightningModule):
+class MILTask(Task):
     """Bag classification: the backbone encodes every instance, the pooling head makes the bag's prediction.
 
     ``examples`` test bags are drawn with their instances ranked by weight (``attention_bags.png``);
     every test bag's weights go to ``attention.json``. Bag probabilities are exposed like any classifier's
-    (``test_probs``, ``test_targets``, in the order of the part's bags), so a MIL run records the bag confusion
+    (``test_probabilities``, in the order of the part's bags), so a MIL run records the bag confusion
     matrix and ``predictions/{val,test}.npz`` (indexed by bag id) and can join ensembles.
 
     Prefer an encoder without batch norm: with few bags per batch, batch statistics are those of the bag
     itself, which evaluation never sees.
     """
 
-    def __init__(self, backbone: nn.Module, head: nn.Module, loss: nn.Module, optimizer: Callable[..., torch.optim.Optimizer],
-                 scheduler: Callable[..., Any] | None, num_classes: int, config: dict[str, Any] | None = None,
-                 monitor: str = "val/auc", monitor_mode: str = "max", examples: int = 4):
-        super().__init__()
-        self.save_hyperparameters(ignore=["backbone", "head", "loss", "optimizer", "scheduler"])
-        if not isinstance(head, BagPooling):
-            raise ConfigError("head", f"{type(head).__name__} does not pool a bag of instances", POOLING_HEADS)
-        self.backbone, self.head, self.loss_fn = backbone, head, loss
-        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.monitor, self.monitor_mode = monitor, monitor_mode
+    per_sample_predictions = True
+
+    def __init__(self, context: TaskContext, monitor: str = "val/auc", monitor_mode: str = "max", examples: int = 4):
+        super().__init__(context, monitor, monitor_mode, examples=examples)
+        self.backbone, width = context.backbone()
+        self.head, self.loss_fn = context.head(width), context.loss()
+        if not isinstance(self.head, BagPooling):
+            raise ConfigError("head", f"{type(self.head).__name__} does not pool a bag of instances", POOLING_HEADS)
         self.examples = positive_int(examples, "task.examples")
-        self.loss_target = labels.check_encoding(getattr(loss, "target", "index"))
-        self.metrics = nn.ModuleDict({f"{part}_metrics": bag_metrics(num_classes).clone(prefix=f"{part}/")
+        self.loss_target = labels.check_encoding(getattr(self.loss_fn, "target", "index"))
+        self.metrics = nn.ModuleDict({f"{part}_metrics": bag_metrics(self.num_classes).clone(prefix=f"{part}/")
                                       for part in ("train", "val", "test")})
         self.test_outputs: list[dict[str, Any]] = []
-        self.test_probs: list[torch.Tensor] = []
-        self.test_targets: list[torch.Tensor] = []
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(logits (B, K), instance weights (B, N))`` for padded bags ``x`` (B, N, ...); without a mask,
@@ -157,19 +151,16 @@ class MILTask(pl.LightningModule):
         self._step(batch, "val")
 
     def on_test_epoch_start(self) -> None:
-        self.test_outputs, self.test_probs, self.test_targets = [], [], []
+        super().on_test_epoch_start()
+        self.test_outputs = []
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         _, probs, weights = self._step(batch, "test")
-        self.test_probs.append(probs.cpu())
-        self.test_targets.append(batch["y"].cpu())
+        self.keep_test_predictions(probs, batch["y"])
         for row in range(len(probs)):
             self.test_outputs.append({"bag": int(batch["bag"][row]), "label": int(batch["y"][row]),
                                       "probs": probs[row].cpu().numpy(),
                                       "weights": weights[row][batch["mask"][row]].detach().cpu().numpy()})
-
-    def configure_optimizers(self) -> Any:
-        return configure_optimization(self, self.optimizer_factory, self.scheduler_factory)
 
     def test_artifacts(self, reports: Path) -> list[Path]:
         """Per-bag predictions with their instances' weights (JSON) and the ranked-instance figure."""

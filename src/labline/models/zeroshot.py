@@ -26,20 +26,18 @@ the bias towards classes seen in training.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from labline import labels
-from labline.data.files import write_json
-from labline.errors import ConfigError
+from labline.core.errors import ConfigError
+from labline.core.io import write_json
+from labline.data.zeroshot import ZeroShotDataModule
+from labline.losses import labels
 from labline.metrics.similarity import cosine_similarity
-from labline.optim import configure_optimization
+from labline.models.task import Task, TaskContext
 
 METHODS = ("dap", "compat")
 VECTOR_TARGETS = ("multihot", "soft")
@@ -85,7 +83,7 @@ def zero_shot_metrics(scores: torch.Tensor, targets: torch.Tensor, unseen: torch
     return metrics, {"zsl": zsl, "gzsl": gzsl}
 
 
-class ZeroShotTask(pl.LightningModule):
+class ZeroShotTask(Task):
     """Backbone -> head -> class description; trained on seen classes, tested on unseen (ZSL) and all (GZSL).
 
     Validation uses seen classes only (``val/acc`` ranks seen images among seen classes): choosing a
@@ -93,12 +91,14 @@ class ZeroShotTask(pl.LightningModule):
     datamodule at ``setup``; they are buffers outside the state dict, so a checkpoint holds only weights.
     """
 
-    def __init__(self, backbone: nn.Module, head: nn.Module, loss: nn.Module, optimizer: Callable[..., torch.optim.Optimizer],
-                 scheduler: Callable[..., Any] | None, num_classes: int, config: dict[str, Any] | None = None,
-                 method: str = "compat", temperature: float = 0.1, calibration: float = 0.0,
+    per_sample_predictions = True
+
+    def __init__(self, context: TaskContext, method: str = "compat", temperature: float = 0.1, calibration: float = 0.0,
                  monitor: str = "val/acc", monitor_mode: str = "max"):
-        super().__init__()
-        self.save_hyperparameters(ignore=["backbone", "head", "loss", "optimizer", "scheduler"])
+        super().__init__(context, monitor, monitor_mode, method=method, temperature=temperature, calibration=calibration)
+        self.backbone, features = context.backbone()
+        head, loss = context.head(features), context.loss()
+        num_classes = self.num_classes
         if method not in METHODS:
             raise ConfigError("task.method", f"unknown method '{method}'", METHODS)
         if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or temperature <= 0:
@@ -112,19 +112,16 @@ class ZeroShotTask(pl.LightningModule):
         self.loss_target = labels.check_encoding(getattr(loss, "target", "index"))
         if method == "dap" and self.loss_target not in VECTOR_TARGETS:
             raise ConfigError("loss", "method dap predicts attributes: its loss compares attribute vectors", "loss=bce")
-        self.backbone, self.head, self.loss_fn = backbone, head, loss
-        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.head, self.loss_fn = head, loss
         self.method, self.temperature, self.calibration = method, float(temperature), float(calibration)
-        self.monitor, self.monitor_mode = monitor, monitor_mode
-        self.test_probs: list[torch.Tensor] = []
-        self.test_targets: list[torch.Tensor] = []
         self.report: dict[str, Any] = {}
 
     def setup(self, stage: str) -> None:
-        zero_shot = getattr(self.trainer.datamodule, "zero_shot", None)
-        if zero_shot is None:
+        datamodule = self.trainer.datamodule
+        if not isinstance(datamodule, ZeroShotDataModule):
             raise ConfigError("task.datamodule", "task=zeroshot needs class descriptions and a seen/unseen split",
                               "labline.data.zeroshot.ZeroShotDataModule")
+        zero_shot = datamodule.zero_shot
         descriptions = torch.from_numpy(zero_shot.descriptions).float()
         if self.method == "dap" and (descriptions.min() < 0 or descriptions.max() > 1):
             raise ConfigError("task.datamodule.class_attributes", "method dap needs attribute values in [0, 1]",
@@ -168,20 +165,18 @@ class ZeroShotTask(pl.LightningModule):
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._seen_step(batch, "val")
 
-    def on_test_epoch_start(self) -> None:
-        self.test_probs, self.test_targets = [], []
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch
         scores = self.class_scores(self(x)).float()
         scores[:, self.seen] -= self.calibration
-        self.test_probs.append(scores.softmax(1).cpu())
-        self.test_targets.append(y.cpu())
+        self.keep_test_predictions(scores.softmax(1), y)
 
     def on_test_epoch_end(self) -> None:
         unseen = torch.ones(len(self.class_names), dtype=torch.bool)
         unseen[self.seen.cpu()] = False
-        metrics, per_class = zero_shot_metrics(torch.cat(self.test_probs), torch.cat(self.test_targets), unseen)
+        probs, targets = self.test_probabilities()
+        metrics, per_class = zero_shot_metrics(torch.from_numpy(probs), torch.from_numpy(targets), unseen)
         for name, value in metrics.items():
             self.log(f"test/{name}", value)
         self.report = {"method": self.method, "metrics": metrics, "classes": self.class_names,
@@ -197,6 +192,3 @@ class ZeroShotTask(pl.LightningModule):
         path = Path(reports_dir) / "zeroshot.json"
         write_json(self.report, path)
         return [path]
-
-    def configure_optimizers(self) -> Any:
-        return configure_optimization(self, self.optimizer_factory, self.scheduler_factory)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from labline.errors import ConfigError
+from labline.core.errors import ConfigError
 from labline.models import layers
 
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from labline.errors import ConfigError
+from labline.core.errors import ConfigError
 from labline.models import layers
 from labline.models.backbones.shapes import image_shape
 from labline.models.blocks import LARGE_IMAGE, ConvNormAct, DepthwiseSeparableConv, GlobalAvgPool, downsample, stage_plan

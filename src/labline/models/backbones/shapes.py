@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
-from labline.errors import ConfigError
+from labline.core.errors import ConfigError
 
 IMAGE_BACKBONES = "mlp, cnn, vgg, resnet, mobilenet, vit"
 SEQUENCE_BACKBONES = "mlp, conv1d, tcn, gru, lstm"

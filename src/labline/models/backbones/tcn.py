@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from labline.errors import ConfigError
+from labline.core.errors import ConfigError
 from labline.models import layers
 from labline.models.backbones.shapes import as_channels_first, sequence_shape
 from labline.models.blocks import TemporalBlock

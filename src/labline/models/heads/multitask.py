@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import nn
 
-from labline.errors import ConfigError
+from labline.core.errors import ConfigError
 from labline.losses.multitask import MultiTaskLoss
 
 
