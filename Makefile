@@ -25,10 +25,12 @@ run: $(STAMP)
 	$(BIN)/dvc repro
 	$(BIN)/labline metrics reports/metrics.json
 
-## The whole test suite (.ci/run calls exactly this). One pytest-xdist worker per core (at most 4), each
-## test file on one worker (module fixtures are built once); tests/conftest.py gives each worker's
-## trainings its share of the cores as torch threads.
+## The whole test suite (.ci/run calls exactly this): the layer rules (import-linter contracts in
+## pyproject.toml), then pytest. One pytest-xdist worker per core (at most 4), each test file on one
+## worker (module fixtures are built once); tests/conftest.py gives each worker's trainings its share of
+## the cores as torch threads.
 test: $(STAMP)
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile --durations=15
 
 ## MLflow UI over the project's store, bound to loopback.

@@ -12,6 +12,7 @@ from __future__ import annotations
 import lightning.pytorch as pl
 
 from labline.core.seeding import epoch_seed
+from labline.data.datamodule import DataModule
 
 
 class EpochSeed(pl.Callback):
@@ -20,6 +21,5 @@ class EpochSeed(pl.Callback):
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         pl.seed_everything(epoch_seed(self.seed, trainer.current_epoch), workers=True, verbose=False)
-        set_epoch = getattr(trainer.datamodule, "set_epoch", None)
-        if set_epoch is not None:
-            set_epoch(trainer.current_epoch)
+        if isinstance(trainer.datamodule, DataModule):
+            trainer.datamodule.set_epoch(trainer.current_epoch)

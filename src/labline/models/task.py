@@ -160,11 +160,14 @@ class Task(pl.LightningModule):
 def build_task(context: TaskContext) -> Task:
     """The task of ``context.config.task``, with its optimizer built once now, so a bad lr fails before training."""
     node = context.config.task
-    task = instantiate(OmegaConf.masked_copy(node, [k for k in node if k not in TASK_KEYS]), "task", _partial_=True)(
-        context=context)
-    if not isinstance(task, Task):
-        raise ConfigError("task._target_", f"{type(task).__name__} does not derive from labline.models.task.Task",
+    factory = instantiate(OmegaConf.masked_copy(node, [k for k in node if k not in TASK_KEYS]), "task", _partial_=True)
+    if not (isinstance(factory.func, type) and issubclass(factory.func, Task)):
+        raise ConfigError("task._target_", f"{node._target_} does not derive from labline.models.task.Task",
                           "a Task subclass (README: adding a task)")
+    try:
+        task = factory(context=context)
+    except TypeError as exc:  # an option the class does not take (e.g. `+task.typo=1`)
+        raise ConfigError("task", " ".join(str(exc).split()), "the options of the task class") from None
     try:
         task.configure_optimizers()
     except ConfigError:

@@ -60,7 +60,7 @@ class TrialReporter(pl.Callback):
         if self.best is None or math.isnan(value) or math.isnan(self.best):
             self.best = value  # a NaN epoch is reported as NaN (pruners prune on it), not hidden by a better past
         else:
-            self.best = (min if getattr(pl_module, "monitor_mode", "max") == "min" else max)(self.best, value)
+            self.best = (min if pl_module.monitor_mode == "min" else max)(self.best, value)
         if not self.prune:
             return
         self.trial.report(self.best, step=self.epochs)
