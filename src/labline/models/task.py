@@ -166,7 +166,9 @@ def build_task(context: TaskContext) -> Task:
                           "a Task subclass (README: adding a task)")
     try:
         task = factory(context=context)
-    except TypeError as exc:  # an option the class does not take (e.g. `+task.typo=1`)
+    except TypeError as exc:  # an option the class does not take (e.g. `+task.typo=1`); anything else is a bug
+        if "keyword argument" not in str(exc):
+            raise
         raise ConfigError("task", " ".join(str(exc).split()), "the options of the task class") from None
     try:
         task.configure_optimizers()
