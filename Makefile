@@ -14,6 +14,7 @@ export MPLBACKEND := Agg
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet -e '.[dev,text]'
+	$(BIN)/labline plots-html
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -35,7 +36,7 @@ test: $(STAMP)
 
 ## MLflow UI over the project's store, bound to loopback.
 ui: $(STAMP)
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000 --workers 1
 
 params: $(STAMP)
 	$(BIN)/labline params

@@ -120,6 +120,12 @@ def _docs(args: argparse.Namespace) -> None:
     print(f"wrote {write(config_dir(), Path(args.output))}")
 
 
+def _plots_html(args: argparse.Namespace) -> None:
+    from labline.reporting.dvc_html import write_template
+
+    print(f"wrote {write_template(workspace_root())}")
+
+
 def _ensemble(args: argparse.Namespace) -> None:
     from labline.studies.ensemble import run_ensemble
 
@@ -161,6 +167,8 @@ def _parser() -> argparse.ArgumentParser:
     docs = sub.add_parser("docs", help="regenerate docs/components.md from conf/")
     docs.add_argument("--output", default="docs/components.md")
     docs.set_defaults(func=_docs)
+    html = sub.add_parser("plots-html", help="write the offline page `dvc plots show` uses (Vega bundled, no CDN)")
+    html.set_defaults(func=_plots_html)
     ens = sub.add_parser("ensemble", help="combine the predictions of finished runs into an ensemble run")
     ens.add_argument("run_ids", nargs="*", help="member run ids")
     ens.add_argument("--filter", help="MLflow search filter selecting members, e.g. \"tags.dataset = 'digits'\"")
