@@ -9,7 +9,7 @@ export PATH := $(BIN):$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export MPLBACKEND := Agg
 
-.PHONY: run test ui install params lint bench clean-results
+.PHONY: run test ui install params lint bench clean-results browser screenshots
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,12 +30,25 @@ run: $(STAMP)
 ## pyproject.toml), then pytest. One pytest-xdist worker per core (at most 4), each test file on one
 ## worker (module fixtures are built once); tests/conftest.py gives each worker's trainings its share of
 ## the cores as torch threads.
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile --durations=15
 
-## MLflow UI over the project's store, bound to loopback.
+## Headless Chromium for the dashboard tests (Debian packages; installed only when root and missing: CI runs as root).
+browser:
+	@if [ ! -x /usr/bin/chromedriver ] && [ "$$(id -u)" = 0 ]; then \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null || \
+		{ apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null; }; \
+	fi
+
+## Regenerate the screenshots in docs/images/ with the dashboard tests' own code.
+screenshots: $(STAMP) browser
+	LABLINE_SCREENSHOTS=$(CURDIR)/docs/images $(BIN)/python -m pytest -q -n 0 tests/e2e/test_dashboards.py
+
+## MLflow UI over the project's store, bound to loopback. MLflow 3.17 opens experiments in its GenAI view:
+## the printed link (or the sidebar's "Model training" switch, which the UI remembers) opens the runs.
 ui: $(STAMP)
+	@echo "MLflow UI: http://127.0.0.1:5000/#/experiments/1?workflowType=machine_learning"
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000 --workers 1
 
 params: $(STAMP)

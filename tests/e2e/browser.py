@@ -68,6 +68,15 @@ def requested_urls(driver: Any) -> list[str]:
     return urls
 
 
+def close_side_panels(driver: Any) -> None:
+    """MLflow 3.17 opens its assistant panel on first load; it hides half the page in a screenshot."""
+    from selenium.webdriver.common.by import By
+
+    for button in driver.find_elements(By.CSS_SELECTOR, "button[aria-label='Close']"):
+        if button.is_displayed():
+            button.click()
+
+
 def screenshot(driver: Any, name: str, folder: Path) -> Path:
     """Save the page; with ``LABLINE_SCREENSHOTS=<dir>`` also there (how docs/images/ is regenerated)."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -31,3 +31,16 @@ def metrics_table(metrics: dict[str, float], title: str = "test metrics") -> Non
         value = metrics[key]
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     console.print(table)
+
+
+def model_training_url(base: str, experiment_id: str, run_id: str | None = None, tab: str | None = None) -> str:
+    """A link into the MLflow UI that opens in its model-training view (runs, charts).
+
+    MLflow 3.17's UI shows every experiment in its GenAI view (traces, an assistant) until the user flips its
+    sidebar switch to "Model training", whatever the experiment's ``mlflow.experimentKind`` tag says (labline
+    sets it anyway); a link that carries ``workflowType=machine_learning`` opens on the runs.
+    """
+    path = f"{base.rstrip('/')}/#/experiments/{experiment_id}"
+    if run_id:
+        path += f"/runs/{run_id}" + (f"/{tab}" if tab else "")
+    return f"{path}?workflowType=machine_learning"
