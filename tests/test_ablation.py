@@ -199,3 +199,19 @@ def test_removing_every_distillation_term_at_once_is_refused_not_trained_on_an_e
     with pytest.raises(ConfigError) as info:  # run_ablation checks every variant this way before its parent run opens
         check_runs([PlannedRun("baseline", 0, None, cfg, "")], ROOT)
     assert str(info.value).startswith("variant baseline: task.loss_terms: every term has weight 0: nothing to train on")
+
+
+def test_a_blank_p_value_says_why() -> None:
+    """One pair (no test possible) and equal paired differences (t undefined) are told apart under the table."""
+    planned = {"name": "t", "design": "leave_one_out", "metric": "test_accuracy", "mode": "max", "components": ["a", "b"],
+               "seeds": [0, 1], "folds": None,
+               "variants": [{"name": "full", "removed": []}, {"name": "no_a", "removed": ["a"]},
+                            {"name": "no_b", "removed": ["b"]}]}
+    runs = [RunRecord("full", 0, None, "h1", "r1", 0.9), RunRecord("full", 1, None, "h2", "r2", 0.8),
+            RunRecord("no_a", 0, None, "h3", "r3", 0.85), RunRecord("no_a", 1, None, "h4", "r4", 0.75),
+            RunRecord("no_b", 0, None, "h5", "r5", 0.7), RunRecord("no_b", 1, None, "h6", None, None)]
+    text = markdown(tabulate(planned, runs))
+    note = next(line for line in text.splitlines() if line.startswith("No p-value (–):"))
+    assert "no_a's 2 paired differences are all equal" in note
+    assert "no_b has 1 run(s) paired with the full model" in note
+    assert "full" not in note.split(":", 1)[1].replace("full model", ""), "the reference itself needs no reason"

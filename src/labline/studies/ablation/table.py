@@ -113,7 +113,23 @@ def markdown(table: AblationTable) -> str:
     lines += ["", f"mean ± std: sample standard deviation (ddof=1) over the runs of a variant. Δ: variant mean − full-model "
               f"mean. p: two-sided paired t-test (scipy.stats.ttest_rel) against the full model, runs paired by {pairing}. "
               f"Effect: {EFFECT[plan['design']].format(m=m)}; positive = the component helps; rank 1 = largest effect."]
+    missing = _missing_p_values(table)
+    if missing:
+        lines += ["", "No p-value (–): " + "; ".join(missing) + "."]
     return "\n".join(lines) + "\n"
+
+
+def _missing_p_values(table: AblationTable) -> list[str]:
+    """Why a variant's p is blank: too few pairs, or paired differences that are all equal (t = ±inf or 0/0)."""
+    reasons = []
+    for row in table.variants:
+        if row.variant == FULL or not row.n or not math.isnan(row.p_value):
+            continue
+        if row.pairs < 2:
+            reasons.append(f"{row.variant} has {row.pairs} run(s) paired with the full model, a t-test needs 2")
+        else:
+            reasons.append(f"{row.variant}'s {row.pairs} paired differences are all equal, so the t statistic is undefined")
+    return reasons
 
 
 def bar_chart(table: AblationTable, path: Path) -> Path:
@@ -131,10 +147,10 @@ def bar_chart(table: AblationTable, path: Path) -> Path:
     full = next((r for r in rows if r.variant == FULL), None)
     if full is not None:
         ax.axhline(full.mean, color="tab:blue", ls="--", lw=0.8)
-    low = min(r.mean - s for r, s in zip(rows, stds, strict=True)) if rows else 0.0
-    high = max(r.mean + s for r, s in zip(rows, stds, strict=True)) if rows else 1.0
-    pad = max(1e-3, 0.15 * (high - low))
-    ax.set_ylim(low - pad, high + pad)
+    # From zero: a cut axis makes a one-point difference look like a halving.
+    low = min((r.mean - s for r, s in zip(rows, stds, strict=True)), default=0.0)
+    high = max((r.mean + s for r, s in zip(rows, stds, strict=True)), default=1.0)
+    ax.set_ylim(min(0.0, low), 1.05 * high if high > 0 else 1.0)
     ax.set_xticks(range(len(rows)), [r.variant for r in rows], rotation=30, ha="right")
     ax.set_ylabel(f"{table.plan['metric']} (mean ± std)")
     ax.set_title(f"ablation {table.name}")
