@@ -120,6 +120,18 @@ def _docs(args: argparse.Namespace) -> None:
     print(f"wrote {write(config_dir(), Path(args.output))}")
 
 
+def _runs(args: argparse.Namespace) -> None:
+    from labline.studies.catalogue import list_runs, print_runs
+    from labline.tracking.store import open_store
+
+    store = open_store()
+    rows = list_runs(store, args.experiment, args.status, args.tag, args.filter, args.limit)
+    if args.ids:
+        print("\n".join(row.run_id for row in rows))
+    else:
+        print_runs(rows, store)
+
+
 def _plots_html(args: argparse.Namespace) -> None:
     from labline.reporting.dvc_html import write_template
 
@@ -167,6 +179,14 @@ def _parser() -> argparse.ArgumentParser:
     docs = sub.add_parser("docs", help="regenerate docs/components.md from conf/")
     docs.add_argument("--output", default="docs/components.md")
     docs.set_defaults(func=_docs)
+    runs = sub.add_parser("runs", help="list recent runs with their ids (what ensemble, reproduce and backbone.weights take)")
+    runs.add_argument("--experiment", help="only this MLflow experiment (default: all)")
+    runs.add_argument("--status", help="RUNNING, FINISHED, FAILED or KILLED")
+    runs.add_argument("--tag", action="append", default=[], help="KEY=VALUE, e.g. --tag dataset=digits (repeatable)")
+    runs.add_argument("--filter", help="any MLflow search filter, e.g. \"metrics.test_accuracy > 0.98\"")
+    runs.add_argument("--limit", type=int, default=20, help="newest N runs (default 20)")
+    runs.add_argument("--ids", action="store_true", help="print only the run ids, one per line")
+    runs.set_defaults(func=_runs)
     html = sub.add_parser("plots-html", help="write the offline page `dvc plots show` uses (Vega bundled, no CDN)")
     html.set_defaults(func=_plots_html)
     ens = sub.add_parser("ensemble", help="combine the predictions of finished runs into an ensemble run")
