@@ -78,6 +78,9 @@ def _class_probabilities(estimator: Any, x: np.ndarray, num_classes: int) -> tup
     probs = np.zeros((len(x), num_classes))
     if hasattr(estimator, "predict_proba"):
         probs[:, estimator.classes_] = estimator.predict_proba(x)
+        # A graph method (LabelSpreading) gives no distribution to a sample no label reached (0/0): uniform.
+        unreached = ~np.isfinite(probs).all(1) | (probs.sum(1) <= 0)
+        probs[unreached] = 1.0
         return probs / probs.sum(1, keepdims=True), True
     probs[np.arange(len(x)), estimator.predict(x)] = 1.0
     return probs, False
