@@ -30,7 +30,8 @@ from labline.core.config import to_plain
 from labline.core.errors import ConfigError
 from labline.core.instantiate import instantiate
 from labline.data.datamodule import DataModule
-from labline.data.pipeline import ProcessedData, load_processed
+from labline.data.pipeline import ProcessedData
+from labline.data.semi import load_training_data
 from labline.models.task import Task, TaskContext, build_task
 from labline.runs.checkpoints import resolve_checkpoint
 from labline.runs.runtime import setup_runtime
@@ -124,7 +125,7 @@ def prepare_run(cfg: DictConfig, out_dir: Path, root: Path, extra_callbacks: Seq
     """Data, datamodule, task, callbacks and trainer of one training; ``extra_callbacks`` are a study's."""
     setup_runtime(cfg)
     config = to_plain(cfg)
-    data = load_processed(cfg, root)
+    data = load_training_data(cfg, root)
     datamodule = build_datamodule(cfg, data)
     task = build_task(task_context(cfg, datamodule))
     _check_positive(cfg, "checkpoint_every_n_epochs", 1)

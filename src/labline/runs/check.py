@@ -9,7 +9,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from labline.data.pipeline import load_processed
+from labline.data.semi import load_training_data
 from labline.runs.assembly import prepare_run
 from labline.runs.runtime import setup_runtime
 
@@ -20,7 +20,7 @@ def check_build(cfg: DictConfig, root: Path) -> None:
     here its runtime settings and data (split, fold, preprocessing) are checked."""
     if cfg.task.get("runner"):
         setup_runtime(cfg)
-        load_processed(cfg, root)
+        load_training_data(cfg, root)
         return
     logger = logging.getLogger("lightning.pytorch")
     level = logger.level

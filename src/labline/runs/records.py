@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 
 from labline.data.datamodule import DataModule
 from labline.data.pipeline import ProcessedData
+from labline.data.semi import labeled_tags
 
 # Test metrics keep the names DVC metrics files and earlier runs use.
 METRIC_NAMES = {"test/acc": "test_accuracy", "test/f1_macro": "test_f1_macro", "test/loss": "test_loss"}
@@ -48,6 +49,6 @@ def config_hash(config: dict[str, Any]) -> str:
 
 
 def data_tags(cfg: DictConfig, data: ProcessedData, datamodule: DataModule | None = None) -> dict[str, str]:
-    """What every run records of its data, whoever trained it."""
+    """What every run records of its data, whoever trained it (with few labels, which were kept: ``labeled_tags``)."""
     return {"seed": str(cfg.seed), "dataset": cfg.data.name, "data_md5": data.md5, "data_fingerprint": data.fingerprint,
-            "split_hash": split_hash(data, datamodule)}
+            "split_hash": split_hash(data, datamodule), **labeled_tags(data)}

@@ -9,6 +9,8 @@ network uses: backbone, head, loss, optimizer, ...), provenance tags including `
 
 A classifier fits the train part. Its probabilities come from ``predict_proba``; an estimator
 without it (e.g. ``SVC(probability=False)``) saves its predictions one-hot (tag ``probabilities``).
+With ``task.fit_unlabeled: true`` (semi-supervised estimators such as ``LabelSpreading``) it fits the
+labeled train part and the ``unlabeled`` part together, the latter with the label -1.
 A clusterer (k-means) fits the train part without labels and is scored by ARI, NMI and the
 accuracy of the best one-to-one cluster-to-class matching on the scored part (``matched_acc``,
 the usual clustering accuracy). Its class predictions (``test_accuracy``, confusion matrix,
@@ -27,7 +29,8 @@ from labline.core.config import to_plain
 from labline.core.errors import ConfigError
 from labline.core.instantiate import instantiate
 from labline.core.io import write_json
-from labline.data.pipeline import ProcessedData, load_processed
+from labline.data.pipeline import ProcessedData
+from labline.data.semi import PART, UNLABELED, load_training_data
 from labline.metrics.scores import classifier_scores, cluster_to_class, clustering_scores
 from labline.reporting.console import config_tree, metrics_table
 from labline.runs.context import NO_CONTEXT, RunContext
@@ -75,6 +78,9 @@ def _class_probabilities(estimator: Any, x: np.ndarray, num_classes: int) -> tup
     probs = np.zeros((len(x), num_classes))
     if hasattr(estimator, "predict_proba"):
         probs[:, estimator.classes_] = estimator.predict_proba(x)
+        # A graph method (LabelSpreading) gives no distribution to a sample no label reached (0/0): uniform.
+        unreached = ~np.isfinite(probs).all(1) | (probs.sum(1) <= 0)
+        probs[unreached] = 1.0
         return probs / probs.sum(1, keepdims=True), True
     probs[np.arange(len(x)), estimator.predict(x)] = 1.0
     return probs, False
@@ -83,7 +89,7 @@ def _class_probabilities(estimator: Any, x: np.ndarray, num_classes: int) -> tup
 class _Fitted:
     """A fitted estimator read as a classifier: a clusterer through its train-part cluster -> class matching."""
 
-    def __init__(self, estimator: Any, data: ProcessedData, x: np.ndarray):
+    def __init__(self, estimator: Any, data: ProcessedData, x: np.ndarray, fit_unlabeled: bool = False):
         from sklearn.base import is_clusterer
 
         self.estimator, self.data, self.x, self.num_classes = estimator, data, x, len(data.classes)
@@ -93,6 +99,9 @@ class _Fitted:
         if self.clusterer:
             estimator.fit(x[train])
             self.mapping = cluster_to_class(data.y[train], estimator.predict(x[train]))
+        elif fit_unlabeled:  # a semi-supervised estimator: the unlabeled part joins with the label -1
+            both = np.concatenate([train, data.parts[PART]])
+            estimator.fit(x[both], np.concatenate([data.y[train], np.full(len(data.parts[PART]), UNLABELED)]))
         else:
             estimator.fit(x[train], data.y[train])
 
@@ -121,7 +130,7 @@ def run(cfg: DictConfig, out_dir: Path, root: Path, do_test: bool | None = None,
     setup_runtime(cfg)
     full = to_plain(cfg)
     config = {k: v for k, v in full.items() if k not in NEURAL_GROUPS}
-    data = load_processed(cfg, root)
+    data = load_training_data(cfg, root)
     estimator = build_estimator(cfg.task.get("estimator"), cfg.seed, len(data.classes))
     destination = instantiate(cfg.logger, "logger")
     name = estimator_name(estimator)
@@ -129,10 +138,14 @@ def run(cfg: DictConfig, out_dir: Path, root: Path, do_test: bool | None = None,
             "estimator": f"{type(estimator).__module__}.{type(estimator).__name__}", **context.tags}
     monitor = str(cfg.task.get("monitor", "val/acc"))
     config_tree(config)
+    fit_unlabeled = bool(cfg.task.get("fit_unlabeled", False))
+    if fit_unlabeled and len(data.parts.get(PART, ())) == 0:
+        raise ConfigError("data.labels_per_class", "task.fit_unlabeled: the estimator learns from unlabeled data, but the "
+                          "run has none", "data.labels_per_class=N, data.labeled_fraction=f or +data.unlabeled_source=pool.npz")
     metrics: dict[str, float] = {}
     # Fitting takes seconds and is where scikit-learn checks its parameters: a bad value is reported before any run exists.
     try:
-        fitted = _Fitted(estimator, data, data.x.reshape(len(data.x), -1).astype(np.float64))
+        fitted = _Fitted(estimator, data, data.x.reshape(len(data.x), -1).astype(np.float64), fit_unlabeled)
     except (ValueError, TypeError) as exc:
         raise ConfigError("task.estimator", " ".join(str(exc).split())) from None
     with open_run(destination.store, destination.experiment_name, cfg.run_name or f"{cfg.data.name}-{name}-seed{cfg.seed}",
