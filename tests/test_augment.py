@@ -152,7 +152,8 @@ def test_probability_picks_whole_samples() -> None:
 
 @pytest.mark.parametrize("name", OPTIONS)
 def test_every_option_keeps_shapes_and_is_seeded(compose, name: str) -> None:
-    x = _images(n=16)
+    # colour jitter reads RGB images in [0, 1]; every other option works on any channel count
+    x = _images(n=16, c=3).sigmoid() if name == "color_jitter" else _images(n=16)
     cfg = compose(f"augment={name}")
     reseeded = copy.deepcopy(cfg)
     reseeded.seed = 1  # the option's `seed: ${seed}` follows the run's seed
