@@ -95,8 +95,11 @@ def exists(uri: str) -> bool:
 
 
 def artifact_location(uri: str, experiment_name: str) -> str | None:
-    """Artifacts of a local store live beside it (``<project>/mlartifacts/<experiment>``); a tracking server
-    decides itself (its proxied artifact store), so that artifacts never stay on the machine that ran a job."""
+    """Artifacts of a SQLite store live beside its file (``<folder>/mlartifacts/<experiment>``: the project's by
+    default, a user's own file elsewhere keeps its artifacts with it); a tracking server decides itself (its
+    proxied artifact store), so that artifacts never stay on the machine that ran a job."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts" / experiment_name).as_uri()
     return (project_root() / "mlartifacts" / experiment_name).as_uri() if is_local(uri) else None
 
 
