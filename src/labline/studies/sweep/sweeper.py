@@ -47,6 +47,8 @@ from labline.studies.sweep.study import (
     make_pruner,
     make_sampler,
     make_storage,
+    queue_retry,
+    retried_from,
     sampler_seed,
     storage_location,
 )
@@ -200,7 +202,7 @@ class OptunaSweep:
         trial.set_user_attr("overrides", overrides)
         active = ActiveTrial(trial, plan.study_name, prune=len(plan.directions) == 1,
                              measure_complexity=any(o in COMPLEXITY for o in plan.objectives),
-                             tags={"sweep_worker": str(worker)})
+                             tags={"sweep_worker": str(worker)}, start_from=self._continue_from(shared, trial))
         # Not part of the trial's configuration: how its run is named, and its share of the cores.
         launch = [*overrides, f"run_name={plan.study_name}-trial-{trial.number}",
                   *([f"threads={plan.threads}"] if plan.threads else [])]
@@ -213,12 +215,32 @@ class OptunaSweep:
                 result = job.return_value  # re-raises what the job raised
             except (Exception, SystemExit) as exc:  # SystemExit: a config error the job reported and exited on
                 reason = _failure(exc)
-            except BaseException as exc:  # Ctrl-C / SIGTERM: record the trial, then stop the sweep
+            except BaseException as exc:  # Ctrl-C / SIGTERM / preemption: record the trial, queue its retry, stop
                 reason = f"interrupted: {exc or type(exc).__name__}"
-                self._tell(shared, tracking, trial, active, TrialState.FAIL, None, reason)
+                frozen = self._tell(shared, tracking, trial, active, TrialState.FAIL, None, reason)
+                if shared.heartbeats:
+                    queue_retry(shared.study, frozen)
                 raise
         state, values, reason = _judge(result, reason, active, plan.objectives)
         return self._tell(shared, tracking, trial, active, state, values, reason)
+
+    @staticmethod
+    def _continue_from(shared: SharedStudy, trial: optuna.Trial) -> Path | None:
+        """A retried trial continues from the newest checkpoint its killed predecessor left (when this process
+        can see it: the same machine, or a shared file system), into a new MLflow run; it does not inherit the
+        predecessor's run."""
+        from labline.runs.resume import latest_checkpoint
+
+        frozen = shared.study.get_trials(deepcopy=False)[trial.number]
+        if retried_from(frozen) is None:
+            return None
+        trial.set_user_attr("mlflow_run_id", "")
+        trial.set_user_attr("retry_of", retried_from(frozen))
+        folder = frozen.user_attrs.get("run_folder")
+        checkpoint = latest_checkpoint(Path(folder)) if folder else None
+        if checkpoint is not None:
+            print(f"trial {trial.number} retries trial {retried_from(frozen)}: continuing from {checkpoint}", flush=True)
+        return checkpoint
 
     def _tell(self, shared: SharedStudy, tracking: StudyTracking, trial: optuna.Trial, active: ActiveTrial,
               state: TrialState, values: list[float] | None, reason: str | None) -> FrozenTrial:
