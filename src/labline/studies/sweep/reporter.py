@@ -20,9 +20,8 @@ What is reported is chosen to match the pruners' arithmetic and the objective:
 from __future__ import annotations
 
 import math
-from typing import Any
-
 from pathlib import Path
+from typing import Any
 
 import lightning.pytorch as pl
 
