@@ -20,8 +20,9 @@ from services import lab_env, ok, run
 
 pytestmark = pytest.mark.e2e
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-SMALL = ["hparams_search=digits_cnn", "backbone=mlp", "trainer.max_epochs=3", "+trainer.limit_train_batches=3",
-         "hydra.sweeper.backend=slurm", "hydra.sweeper.slurm.cpus_per_task=1", "hydra.sweeper.slurm.time_min=20"]
+SLURM = ["hparams_search=digits_cnn", "hydra.sweeper.backend=slurm", "hydra.sweeper.slurm.cpus_per_task=1",
+         "hydra.sweeper.slurm.time_min=20"]
+SMALL = [*SLURM, "backbone=mlp", "trainer.max_epochs=3", "+trainer.limit_train_batches=3"]
 
 
 def _env(project: Path, lab) -> dict[str, str]:
@@ -66,7 +67,8 @@ def _squeue(lab) -> list[str]:
 def test_a_preempted_worker_is_requeued_and_resumes_into_the_same_run(project: Path, server_lab, slurm_lab) -> None:
     storage = server_lab.database_url("optuna")
     env = _env(project, server_lab)
-    args = [*SMALL, "trainer.max_epochs=8", "+trainer.limit_train_batches=20", "hydra.sweeper.pruner.name=none",
+    # the default CNN, long enough to be signalled mid-trial (SLURM holds a requeued job about 2 minutes)
+    args = [*SLURM, "trainer.max_epochs=30", "+trainer.limit_train_batches=20", "hydra.sweeper.pruner.name=none",
             "hydra.sweeper.n_trials=1", "hydra.sweeper.n_jobs=1", "hydra.sweeper.heartbeat_interval=30",
             f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=preempt", "logger.experiment_name=preempt",
             "logger.log_checkpoint=false"]
@@ -90,7 +92,7 @@ def test_a_preempted_worker_is_requeued_and_resumes_into_the_same_run(project: P
     finally:
         if session.poll() is None:
             session.kill()
-    assert signalled is not None, "the worker was signalled mid-trial"
+    assert signalled is not None, output[-3000:]
     assert session.returncode == 0, output[-4000:]
     (trial,) = optuna.load_study(study_name="preempt", storage=storage).get_trials(deepcopy=False)
     assert trial.state == TrialState.COMPLETE, "the same trial finished after the requeue"
@@ -101,6 +103,6 @@ def test_a_preempted_worker_is_requeued_and_resumes_into_the_same_run(project: P
     (resumed,) = runs
     assert resumed.info.status == "FINISHED"
     steps = sorted(m.step for m in client.get_metric_history(resumed.info.run_id, "val/loss"))
-    assert steps == list(range(8)), "no duplicated or missing epochs across the requeue"
-    logs = "".join(p.read_text() for p in (project / "multirun").rglob("slurm/*.out"))
+    assert steps == list(range(30)), "no duplicated or missing epochs across the requeue"
+    logs = "".join(p.read_text() for p in (project / "multirun").glob("*/*/slurm/*_log.out"))
     assert "preempted: checkpoint kept, requeueing" in logs and "requeued: continuing trial 0" in logs

@@ -146,21 +146,41 @@ def submit_array(settings: SlurmSettings, folder: Path, name: str, entry: str,
     return jobs
 
 
-def watch(jobs: Sequence[Any], report: Callable[[], None], interval: float = 5.0) -> list[str]:
-    """Until every job has ended: ``report()`` now and then; returns one line per job that did not succeed."""
-    import warnings
+def active(job_ids: Sequence[str]) -> set[str]:
+    """Which of the jobs SLURM still has queued, running or requeued (``squeue``; sacct needs accounting, which
+    many clusters and the lab stack lack)."""
+    import subprocess
 
+    if not job_ids:
+        return set()
+    result = subprocess.run(["squeue", "-h", "-r", "-o", "%i", "-j", ",".join(job_ids)], capture_output=True, text=True,
+                            timeout=60)
+    if result.returncode != 0:  # squeue refuses ids it no longer knows
+        return set() if "Invalid job id" in result.stderr else set(job_ids)
+    return set(result.stdout.split()) & set(job_ids)
+
+
+def outcome(job: Any) -> str | None:
+    """None if the task's work succeeded, else one line saying how it ended (from submitit's result file)."""
+    from submitit.core.utils import pickle_load
+
+    path = job.paths.result_pickle
+    if not path.exists():
+        return f"SLURM task {job.job_id} ended without a result; log: {job.paths.stderr}"
+    status, value = pickle_load(path)
+    if status == "success":
+        return None
+    last = str(value).strip().splitlines()[-1:] or ["?"]
+    return f"SLURM task {job.job_id} failed: {last[0][:300]}; log: {job.paths.stderr}"
+
+
+def watch(jobs: Sequence[Any], report: Callable[[], None], interval: float = 3.0) -> list[str]:
+    """Until every job has left the queue: ``report()`` now and then; returns one line per task that did not succeed."""
+    ids = [job.job_id for job in jobs]
     while True:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # submitit: "Bypassing sacct error" where there is no accounting
-            done = [job.done() for job in jobs]
         report()
-        if all(done):
+        if not active(ids):
             break
         time.sleep(interval)
-    problems = []
-    for job in jobs:
-        state = job.state
-        if state not in ("COMPLETED", "FINISHED"):
-            problems.append(f"SLURM task {job.job_id} ended {state}; log: {job.paths.stderr}")
-    return problems
+    report()
+    return [line for line in (outcome(job) for job in jobs) if line]

@@ -312,7 +312,8 @@ class OptunaSweep:
         cfg = self.slurm
         folder = Path(cfg.folder) if cfg.folder else sweep_dir / "slurm"
         pending = [submitit.SlurmJob(folder=Path(f), job_id=j) for f, j in shared.study.user_attrs.get(ARRAY_ATTR, [])]
-        jobs = [j for j in pending if j.state in ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "SUSPENDED")]
+        still = slurm.active([j.job_id for j in pending])
+        jobs = [j for j in pending if j.job_id in still]
         if jobs:
             print(f"SLURM array {jobs[0].job_id.split('_')[0]} of this study still active: watching it")
         elif Budget(plan.n_trials, self.settings.max_failures, plan.session).decide(shared.trials()) != "stop":
