@@ -18,6 +18,8 @@ from optuna.trial import TrialState
 from project_copy import BIN
 from services import lab_env, ok, run
 
+from labline.runs.resume import latest_checkpoint
+
 pytestmark = pytest.mark.e2e
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 SLURM = ["hparams_search=digits_cnn", "hydra.sweeper.backend=slurm", "hydra.sweeper.slurm.cpus_per_task=1",
@@ -106,3 +108,47 @@ def test_a_preempted_worker_is_requeued_and_resumes_into_the_same_run(project: P
     assert steps == list(range(30)), "no duplicated or missing epochs across the requeue"
     logs = "".join(p.read_text() for p in (project / "multirun").glob("*/*/slurm/*_log.out"))
     assert "preempted: checkpoint kept, requeueing" in logs and "requeued: continuing trial 0" in logs
+
+
+def test_a_cancelled_array_task_has_its_trial_retried_from_the_checkpoint(project: Path, server_lab, slurm_lab) -> None:
+    """``scancel`` of one array task mid-trial: its run ends KILLED, the trial is retried by the other workers from
+    its checkpoint, and the study still finishes exactly ``n_trials``."""
+    storage = server_lab.database_url("optuna")
+    args = [*SLURM, "trainer.max_epochs=6", "+trainer.limit_train_batches=20", "hydra.sweeper.pruner.name=none",
+            "hydra.sweeper.n_trials=5", "hydra.sweeper.n_jobs=2", "hydra.sweeper.slurm.local_worker=true",
+            "hydra.sweeper.heartbeat_interval=3", f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=cancel",
+            "logger.experiment_name=cancel", "logger.log_checkpoint=false"]
+    session = subprocess.Popen([str(BIN / "labline"), "train", "-m", *args], cwd=project, env=_env(project, server_lab),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    cancelled = None
+    try:
+        deadline = time.monotonic() + 300
+        while cancelled is None and time.monotonic() < deadline and session.poll() is None:
+            time.sleep(0.5)
+            try:
+                study = optuna.load_study(study_name="cancel", storage=storage)
+            except KeyError:
+                continue
+            tasks = dict(enumerate(job for _, job in study.user_attrs.get("slurm_array", [])))
+            for trial in study.get_trials(deepcopy=False):
+                folder = trial.user_attrs.get("run_folder")
+                if (trial.state == TrialState.RUNNING and trial.user_attrs.get("worker") in tasks and folder
+                        and latest_checkpoint(Path(folder)) is not None):
+                    subprocess.run(["scancel", tasks[trial.user_attrs["worker"]]], check=True,
+                                   env={**os.environ, "SLURM_CONF": str(slurm_lab.slurm_conf)})
+                    cancelled = trial
+                    break
+        output, _ = session.communicate(timeout=600)
+    finally:
+        if session.poll() is None:
+            session.kill()
+    assert cancelled is not None, output[-3000:]
+    trials = optuna.load_study(study_name="cancel", storage=storage).get_trials(deepcopy=False)
+    assert sum(t.state in FINISHED for t in trials) == 5, [(t.number, t.state.name) for t in trials]
+    assert trials[cancelled.number].state == TrialState.FAIL
+    (retry,) = [t for t in trials if t.user_attrs.get("retry_of") == cancelled.number]
+    assert retry.state in FINISHED and retry.params == cancelled.params
+    client = MlflowClient(server_lab.tracking_uri)
+    assert client.get_run(cancelled.user_attrs["mlflow_run_id"]).info.status == "KILLED"
+    tags = client.get_run(retry.user_attrs["mlflow_run_id"]).data.tags
+    assert tags["started_from_checkpoint"].startswith(cancelled.user_attrs["run_folder"])
