@@ -9,7 +9,7 @@ export PATH := $(BIN):$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export MPLBACKEND := Agg
 
-.PHONY: run test ui install params lint bench clean-results browser screenshots
+.PHONY: run test ui install params lint bench clean-results browser screenshots lab-install lab-up lab-down
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,7 @@ run: $(STAMP)
 ## pyproject.toml), then pytest. One pytest-xdist worker per core (at most 4), each test file on one
 ## worker (module fixtures are built once); tests/conftest.py gives each worker's trainings its share of
 ## the cores as torch threads.
-test: $(STAMP) browser
+test: $(STAMP) browser lab-install
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile --durations=15
 
@@ -44,6 +44,23 @@ browser:
 ## Regenerate the screenshots in docs/images/ with the dashboard tests' own code.
 screenshots: $(STAMP) browser
 	LABLINE_SCREENSHOTS=$(CURDIR)/docs/images $(BIN)/python -m pytest -q -n 0 tests/e2e/test_dashboards.py
+
+## The system services of the cluster tests and `make lab-up` (docs/cluster.md): PostgreSQL, SLURM and munge
+## from Debian, installed when running as root and missing (CI runs as root). Without root nothing is installed
+## and the cluster tests skip, naming this target (under CI=true a skip fails the run).
+LAB_PROGRAMS := /usr/sbin/slurmctld /usr/sbin/slurmd /usr/sbin/munged /usr/bin/sbatch
+lab-install:
+	@if [ "$$(id -u)" != 0 ]; then echo "lab-install: not root, PostgreSQL/SLURM not installed (cluster tests will skip)"; \
+	elif ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && (for p in $(LAB_PROGRAMS); do test -x $$p || exit 1; done); then :; \
+	else apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	  postgresql slurm-wlm munge >/dev/null && echo "lab-install: installed postgresql slurm-wlm munge"; fi
+
+## The lab stack on 127.0.0.1 (PostgreSQL, MLflow server, SLURM, S3); prints the variables to export.
+lab-up: $(STAMP) lab-install
+	$(BIN)/labline lab up
+
+lab-down: $(STAMP)
+	$(BIN)/labline lab down
 
 ## MLflow UI over the project's store, bound to loopback. MLflow 3.17 opens experiments in its GenAI view:
 ## the printed link (or the sidebar's "Model training" switch, which the UI remembers) opens the runs.

@@ -153,6 +153,13 @@ def _distill_compare(args: argparse.Namespace) -> None:
                         workspace_root()))
 
 
+def _lab(args: argparse.Namespace) -> None:
+    from labline.core.paths import project_root
+    from labline.lab.cli import lab
+
+    lab(args.action, args.services, Path(args.dir) if args.dir else project_root() / ".labline" / "lab", args.port_offset)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="labline", description="Declarative experiment pipelines for DL research.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -206,6 +213,13 @@ def _parser() -> argparse.ArgumentParser:
     dc.add_argument("--output", default="reports/compare.json", help="comparison as JSON (a DVC metrics file)")
     dc.add_argument("--table", default="reports/compare.md", help="comparison as a Markdown table")
     dc.set_defaults(func=_distill_compare)
+    lab = sub.add_parser("lab", help="start/stop PostgreSQL, an MLflow server, SLURM and S3 on 127.0.0.1 (docs/cluster.md)")
+    lab.add_argument("action", choices=["up", "down", "env"])
+    lab.add_argument("services", nargs="*", help="postgres mlflow slurm s3 (default: every one this machine can run)")
+    lab.add_argument("--dir", help="state folder (default: <project>/.labline/lab)")
+    lab.add_argument("--port-offset", type=int, default=0, help="added to every default port (15432 postgres, "
+                     "15000 mlflow, 16817/16818 slurm, 18330-18333 s3)")
+    lab.set_defaults(func=_lab)
     return parser
 
 

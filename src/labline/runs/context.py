@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 
@@ -16,9 +17,11 @@ from typing import Any
 class RunContext:
     tags: dict[str, str] = field(default_factory=dict)
     callbacks: Sequence[Any] = ()  # Lightning callbacks (a runner task, which has no trainer, ignores them)
+    # A checkpoint a new run continues from: a retried sweep trial picks up where its killed predecessor stopped.
+    start_from: Path | None = None
 
     def with_tags(self, **tags: str) -> RunContext:
-        return RunContext({**self.tags, **tags}, self.callbacks)
+        return RunContext({**self.tags, **tags}, self.callbacks, self.start_from)
 
 
 NO_CONTEXT = RunContext()

@@ -7,6 +7,7 @@ resumable checkpoint), and SIGKILL leaves an in-flight record that the next iden
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +17,7 @@ from omegaconf import DictConfig
 
 from labline.callbacks.guards import NonFiniteGuard
 from labline.core.config import to_plain
+from labline.core.errors import ConfigError
 from labline.core.interrupts import Interrupted, graceful_signals
 from labline.core.io import write_json
 from labline.metrics.complexity import model_complexity
@@ -61,8 +63,13 @@ def fit(run: PreparedRun, handle: RunHandle, resume_from: Path | None = None) ->
     """Train (or resume); returns the best checkpoint. Records curves, best/stopped epoch and the checkpoint."""
     with graceful_signals():
         try:
+            # weights_only: a checkpoint on shared storage is a file others can write; it must not run code.
             run.trainer.fit(run.task, datamodule=run.datamodule, ckpt_path=str(resume_from) if resume_from else None,
-                            weights_only=False)
+                            weights_only=True)
+        except pickle.UnpicklingError as exc:
+            raise ConfigError(str(resume_from), f"holds more than plain weights and state, refused (weights_only): "
+                              f"{' '.join(str(exc).split())[:200]}", "a checkpoint labline wrote; delete it to start afresh"
+                              ) from None
         except Interrupted:
             _interrupt_checkpoint(run)
             raise
@@ -82,7 +89,8 @@ def fit(run: PreparedRun, handle: RunHandle, resume_from: Path | None = None) ->
 
 def test(run: PreparedRun, handle: RunHandle, checkpoint: Path, reports: Path) -> dict[str, float]:
     """Evaluate the checkpoint on the test split once; write metrics (and what the task adds) to reports/ and MLflow."""
-    results = run.trainer.test(run.task, datamodule=run.datamodule, ckpt_path=str(checkpoint), verbose=False)[0]
+    results = run.trainer.test(run.task, datamodule=run.datamodule, ckpt_path=str(checkpoint), verbose=False,
+                               weights_only=True)[0]
     metrics = {test_metric_name(k): float(v) for k, v in results.items()}
     write_json(metrics, reports / "metrics.json")
     handle.log_metrics(metrics)
@@ -104,7 +112,7 @@ def log_validation_predictions(run: PreparedRun, handle: RunHandle, checkpoint: 
     if len(index) == 0:
         return
     with serving_as_test(run.datamodule, "val"):
-        run.trainer.test(run.task, datamodule=run.datamodule, ckpt_path=str(checkpoint), verbose=False)
+        run.trainer.test(run.task, datamodule=run.datamodule, ckpt_path=str(checkpoint), verbose=False, weights_only=True)
     found = run.task.test_probabilities()
     if found is not None:
         log_predictions(handle, "val", *found, index)
@@ -135,7 +143,10 @@ def train_and_test(cfg: DictConfig, out_dir: Path, root: Path, do_test: bool | N
                            run_id=previous.run_id if previous else None) as handle:
         resume.mark(root, chash, out_dir, handle.run_id)
         try:
-            best = fit(run, handle, previous.checkpoint if previous else None)
+            start = previous.checkpoint if previous else context.start_from
+            if previous is None and start is not None:
+                handle.set_tags({"started_from_checkpoint": str(start)})
+            best = fit(run, handle, start)
             metrics = test(run, handle, best, out_dir) if do_test else {}
             # Validation is not the test split: its probabilities (one more pass of the best checkpoint) are
             # saved once, right after training, for ensembles to fit weights on; the DVC evaluate stage,

@@ -1,14 +1,19 @@
 """The process a run trains in: torch threads first, then every random number generator.
 
 A contended core makes a step 10-20x slower, so the thread count is set before anything else runs. A
-ceiling set from outside (``LABLINE_MAX_THREADS``: parallel test workers or anything else that shares
-the cores out) caps it: the config stays what the user wrote, the process never
-oversubscribes its share of the cores.
+ceiling set from outside caps it: ``LABLINE_MAX_THREADS`` (parallel test workers or anything else that
+shares the cores out) and, inside a SLURM allocation, ``SLURM_CPUS_PER_TASK`` (the CPUs the job was given).
+The config stays what the user wrote; the process never oversubscribes its share of the cores.
+
+Once SLURM is installed (``srun`` on PATH), Lightning warns on every Trainer outside ``srun`` that srun "is
+available but not used": a multi-line hint on stderr that would break labline's one-line errors. labline
+starts cluster jobs itself (submitit runs them under srun), so the hint is silenced.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 
 import lightning.pytorch as pl
 import torch
@@ -17,17 +22,24 @@ from omegaconf import DictConfig
 from labline.core.errors import ConfigError
 
 MAX_THREADS_ENV = "LABLINE_MAX_THREADS"
+SLURM_CPUS_ENV = "SLURM_CPUS_PER_TASK"
 # 2**32 - 1: numpy's seeds are 32-bit, and seed_everything refuses anything larger.
 MAX_SEED = 2**32 - 1
 
 
 def thread_ceiling() -> int | None:
-    """The most torch threads this process may use, when whoever shares the cores out says so."""
-    value = os.environ.get(MAX_THREADS_ENV, "")
-    return int(value) if value.isdigit() and int(value) > 0 else None
+    """The most torch threads this process may use, when whoever shares the cores out (a test runner, SLURM) says so."""
+    limits = [int(v) for v in (os.environ.get(MAX_THREADS_ENV, ""), os.environ.get(SLURM_CPUS_ENV, ""))
+              if v.isdigit() and int(v) > 0]
+    return min(limits) if limits else None
+
+
+def quiet_srun_hint() -> None:
+    warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system but is not used")
 
 
 def setup_runtime(cfg: DictConfig) -> None:
+    quiet_srun_hint()
     threads = cfg.get("threads", 2)
     if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
         raise ConfigError("threads", f"must be a positive integer, got {threads!r}", "1 .. number of cores")

@@ -106,6 +106,11 @@ class RunHandle:
             raise ValueError(f"unknown run status {status!r}")
         self._final = (status, tags)
 
+    def keep_open(self) -> None:
+        """Leave the run RUNNING when the block ends: a study whose workers go on as cluster jobs after the launching
+        command returned (the next command re-opens and closes it)."""
+        self._final = ("RUNNING", {})
+
     # -- reading back ----------------------------------------------------------------------------
 
     def logged_steps(self, key: str) -> set[int]:
@@ -190,7 +195,8 @@ def open_run(store: Store, experiment: str, name: str, *, tags: dict[str, Any] |
     finally:
         _open.reset(token)
     status, final_tags = handle._final or ("FINISHED", {})
-    close_run(store, run_id, status, **final_tags)
+    if status != "RUNNING":
+        close_run(store, run_id, status, **final_tags)
 
 
 def tag_run(store: Store, run_id: str, tags: dict[str, Any]) -> None:

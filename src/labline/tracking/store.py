@@ -37,9 +37,51 @@ LOCAL_SCHEMES = ("sqlite:///", "file:")
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 
 
+# What MLflow can track into: a SQLite file, a tracking server, a database (SQLAlchemy dialect, any driver).
+SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "file", "databricks")
+URI_ENV = "MLFLOW_TRACKING_URI"
+
+
 def tracking_uri(configured: str | None = None) -> str:
-    """``MLFLOW_TRACKING_URI`` if the user set it, else the config's, else ``sqlite:///<project>/mlflow.db``."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or configured or f"sqlite:///{project_root() / 'mlflow.db'}"
+    """``MLFLOW_TRACKING_URI`` if the user set it, else the config's, else ``sqlite:///<project>/mlflow.db``;
+    a URI MLflow could not use is a one-line ``ConfigError`` before any run exists."""
+    if os.environ.get(URI_ENV):
+        return check_uri(os.environ[URI_ENV], URI_ENV)
+    if configured:
+        return check_uri(configured, "logger.tracking_uri")
+    return f"sqlite:///{project_root() / 'mlflow.db'}"
+
+
+def check_uri(uri: str, key: str) -> str:
+    """Refuse, in one line naming ``key``, a URI of an unknown scheme, a malformed one, or a SQLite file that
+    cannot be written (MLflow would fail deep inside a run, or create a store somewhere unexpected)."""
+    from urllib.parse import urlsplit
+
+    valid = "sqlite:///ABSOLUTE/PATH.db, http://HOST:PORT (a tracking server), postgresql://USER@HOST/DB"
+    scheme = urlsplit(uri).scheme.split("+")[0]
+    if "://" not in uri or scheme not in SCHEMES:
+        raise ConfigError(key, f"{uri!r} is not a tracking URI labline can use", valid)
+    if scheme in ("http", "https") and not urlsplit(uri).hostname:
+        raise ConfigError(key, f"{uri!r} names no host", valid)
+    if scheme == "sqlite":
+        if not uri.startswith("sqlite:///") or uri == "sqlite:///":
+            raise ConfigError(key, f"{uri!r} names no file", valid)
+        path = Path(uri.removeprefix("sqlite:///"))
+        folder = next((p for p in (path.parent, *path.parent.parents) if p.exists()), Path("/"))
+        if path.is_dir() or (path.exists() and not os.access(path, os.W_OK)) or not _writable(folder):
+            raise ConfigError(key, f"{uri!r}: {path} cannot be written", "a writable file path")
+    return uri
+
+
+def _writable(folder: Path) -> bool:
+    """A real write, not ``os.access`` (which says yes to root everywhere, /proc included)."""
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
 
 
 def is_local(uri: str) -> bool:
@@ -53,8 +95,11 @@ def exists(uri: str) -> bool:
 
 
 def artifact_location(uri: str, experiment_name: str) -> str | None:
-    """Artifacts of a local store live beside it (``<project>/mlartifacts/<experiment>``); a tracking server
-    decides itself (its proxied artifact store), so that artifacts never stay on the machine that ran a job."""
+    """Artifacts of a SQLite store live beside its file (``<folder>/mlartifacts/<experiment>``: the project's by
+    default, a user's own file elsewhere keeps its artifacts with it); a tracking server decides itself (its
+    proxied artifact store), so that artifacts never stay on the machine that ran a job."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts" / experiment_name).as_uri()
     return (project_root() / "mlartifacts" / experiment_name).as_uri() if is_local(uri) else None
 
 
@@ -221,6 +266,9 @@ class Destination:
     experiment_name: str = "labline"
     tracking_uri: str | None = None
     log_checkpoint: bool = True
+
+    def __post_init__(self) -> None:
+        tracking_uri(self.tracking_uri)  # a bad URI is refused where the config is built, before anything trains
 
     @property
     def store(self) -> Store:

@@ -7,7 +7,9 @@ seed by seed, so an interrupted study already holds complete paired comparisons 
 A study is identified by its name and the hash of its full model's config: more seeds, folds or
 components extend the same parent (only new runs train); a different full model or budget starts a
 new parent. With ``workers > 1`` the runs train in that many spawned processes, which nest their runs
-under the parent through the ``mlflow.parentRunId`` tag; ``workers x threads`` must fit the cores.
+under the parent through the ``mlflow.parentRunId`` tag; ``workers x threads`` must fit the cores. With
+``backend=slurm`` every pending run is one task of a SLURM job array (``studies.cluster.slurm``): the table at
+the end is built from MLflow as always, so it is the same as in-process for the same seeds.
 """
 
 from __future__ import annotations
@@ -32,8 +34,11 @@ from labline.runs.context import RunContext
 from labline.runs.records import config_hash
 from labline.studies.ablation.spec import FULL, AblationSpec, Variant
 from labline.studies.ablation.table import PLAN, AblationTable, from_mlflow, markdown, write
+from labline.studies.cluster import slurm
 from labline.studies.parents import child_tags, study_parent
 from labline.tracking.lifecycle import RunHandle
+
+ARRAY_TAG = "slurm.array"
 
 
 @dataclass
@@ -112,9 +117,9 @@ def plan_record(spec: AblationSpec, runs: list[PlannedRun], n_folds: int | None)
             "runs": [{"variant": r.variant, "seed": r.seed, "fold": r.fold, "config_hash": r.config_hash} for r in runs]}
 
 
-def _train(config: dict[str, Any], out_dir: str, root: str, tags: dict[str, str]) -> str:
-    """One run, in this process or a spawned worker (which imports torch itself and owns its thread count);
-    any task, Lightning or ``runner`` (scikit-learn baselines ablate like networks)."""
+def train_planned(config: dict[str, Any], out_dir: str, root: str, tags: dict[str, str]) -> str:
+    """One run, in this process, a spawned worker or a SLURM task (each imports torch itself and owns its thread
+    count); any task, Lightning or ``runner`` (scikit-learn baselines ablate like networks)."""
     from labline.runs.dispatch import run_task
 
     return run_task(OmegaConf.create(config), Path(out_dir), Path(root), context=RunContext(tags))["run_id"]
@@ -124,11 +129,11 @@ def execute(pending: list[PlannedRun], parent: RunHandle, spec: AblationSpec, ou
     if spec.workers == 1:
         for i, run in enumerate(pending, 1):
             console.print(f"[bold]ablation {spec.name}[/]: run {i}/{len(pending)} {run.key}")
-            _train(to_plain(run.cfg), str(out_dir / run.key), str(root), run.tags(parent, spec.name))
+            train_planned(to_plain(run.cfg), str(out_dir / run.key), str(root), run.tags(parent, spec.name))
         return
     with ProcessPoolExecutor(spec.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(_train, to_plain(run.cfg), str(out_dir / run.key), str(root), run.tags(parent, spec.name))
-                   for run in pending]
+        futures = [pool.submit(train_planned, to_plain(run.cfg), str(out_dir / run.key), str(root),
+                               run.tags(parent, spec.name)) for run in pending]
         done, _ = wait(futures, return_when=FIRST_EXCEPTION)
         failed = next((f for f in done if f.exception() is not None), None)
         if failed is not None:
@@ -151,8 +156,49 @@ def summary_metrics(table: AblationTable) -> dict[str, float]:
     return {k: v for k, v in values.items() if not math.isnan(v)}
 
 
-def run_ablation(spec: AblationSpec, root: Path) -> AblationTable:
-    """Plan, check, run what is missing under the study's parent, then write and log the table."""
+def execute_on_slurm(pending: list[PlannedRun], parent: RunHandle, spec: AblationSpec, out_dir: Path, root: Path,
+                     settings: slurm.SlurmSettings) -> bool:
+    """Every pending run as one array task; watches the array (or an earlier one still active) to its end, printing
+    progress. Returns False when not waiting (``slurm.wait=false``): the same command again watches and tables."""
+    import json
+
+    import submitit
+
+    from labline.core.paths import project_root
+
+    folder = Path(settings.folder) if settings.folder else out_dir / "slurm"
+    earlier = json.loads(parent.get().data.tags.get(ARRAY_TAG, "[]"))
+    still = slurm.active([job for _, job in earlier])
+    jobs = [submitit.SlurmJob(folder=Path(f), job_id=j) for f, j in earlier if j in still]
+    if jobs:
+        console.print(f"SLURM array {jobs[0].job_id.split('_')[0]} of this study still active: watching it")
+    elif pending:
+        environment = {"LABLINE_PROJECT_ROOT": str(project_root(root)),
+                       **{k: os.environ[k] for k in ("MLFLOW_TRACKING_URI", "LABLINE_CONFIG_DIR") if k in os.environ}}
+        jobs = slurm.submit_array(settings, folder, f"labline-ablation-{spec.name}", f"{__name__}:train_planned",
+                                  [(environment, (to_plain(r.cfg), str(out_dir / r.key), str(root),
+                                                  r.tags(parent, spec.name))) for r in pending])
+        parent.set_tags({ARRAY_TAG: json.dumps([[str(folder), j.job_id] for j in jobs])})
+    if not settings.wait:
+        print("not waiting (slurm.wait=false): run the same command again to watch and write the table")
+        return False
+    total, seen = len(pending), [-1]
+
+    def report() -> None:
+        done = len([r for r in pending if r.config_hash in parent.finished_children()])
+        if done != seen[0]:
+            seen[0] = done
+            console.print(f"[bold]ablation {spec.name}[/]: {done}/{total} runs finished on SLURM")
+
+    problems = slurm.watch(jobs, report)
+    if problems:
+        raise RuntimeError(f"{len(problems)} SLURM task(s) failed: " + "; ".join(problems))
+    return True
+
+
+def run_ablation(spec: AblationSpec, root: Path, cluster: slurm.SlurmSettings | None = None) -> AblationTable | None:
+    """Plan, check, run what is missing under the study's parent (here, or on SLURM with ``cluster``), then write
+    and log the table (None: the SLURM array goes on without this command)."""
     full, runs = plan(spec, root)
     check_runs(runs, root)
     folds = {r.fold for r in runs}
@@ -166,7 +212,13 @@ def run_ablation(spec: AblationSpec, root: Path) -> AblationTable:
         console.print(f"[bold]ablation {spec.name}[/] ({spec.design}): {len(runs)} runs planned, "
                              f"{len(runs) - len(pending)} already finished, {len(pending)} to run; "
                              f"MLflow parent run {parent.run_id}")
-        execute(pending, parent, spec, root / "outputs" / "ablation" / spec.name, root)
+        out_dir = root / "outputs" / "ablation" / spec.name
+        if cluster is not None:
+            if not execute_on_slurm(pending, parent, spec, out_dir, root, cluster):
+                parent.keep_open()
+                return None
+        else:
+            execute(pending, parent, spec, out_dir, root)
         parent.close_stale_children()
         table = from_mlflow(parent.store, parent.run_id)
         folder = write(table, root / full.paths.reports / "ablation" / spec.name)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from labline.runs.context import NO_CONTEXT, RunContext
@@ -24,6 +25,7 @@ class ActiveTrial:
     measure_complexity: bool
     reporter: Any = None  # the TrialReporter attached to the job, once train_job ran
     tags: dict[str, str] = field(default_factory=dict)
+    start_from: Path | None = None  # a retried trial continues from its killed predecessor's checkpoint
 
 
 _active: ActiveTrial | None = None
@@ -47,4 +49,4 @@ def trial_context() -> RunContext:
 
     _active.reporter = TrialReporter(_active.trial, prune=_active.prune, measure_complexity=_active.measure_complexity)
     tags = {"optuna_study": _active.study_name, "optuna_trial": str(_active.trial.number), **_active.tags}
-    return RunContext(tags, [_active.reporter])
+    return RunContext(tags, [_active.reporter], _active.start_from)

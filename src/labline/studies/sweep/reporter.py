@@ -20,10 +20,12 @@ What is reported is chosen to match the pruners' arithmetic and the objective:
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 
+from labline.callbacks.checkpoints import ResumableCheckpoint
 from labline.tracking.lifecycle import current_run
 
 
@@ -41,6 +43,10 @@ class TrialReporter(pl.Callback):
         run = current_run()
         if run is not None:
             self.trial.set_user_attr("mlflow_run_id", run.run_id)
+        # Where its checkpoints are: a retry of this trial, should its process die, continues from them.
+        resumable = next((c for c in trainer.checkpoint_callbacks if isinstance(c, ResumableCheckpoint)), None)
+        if resumable is not None and resumable.dirpath:
+            self.trial.set_user_attr("run_folder", str(Path(resumable.dirpath).parent))
         if self.measure_complexity:
             from labline.metrics.complexity import model_complexity
 

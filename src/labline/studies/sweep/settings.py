@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from labline.studies.cluster.slurm import SlurmSettings
+
 PLUGIN_TARGET = "hydra_plugins.labline_optuna_sweeper.labline_optuna_sweeper.LablineOptunaSweeper"
 
 
@@ -26,7 +28,12 @@ class SweeperSettings:
     # Finished (COMPLETE + PRUNED) trials the study should hold in total; re-running resumes up to it.
     n_trials: int = 20
     # 1: trials run in this process. N > 1: N worker processes share the study, torch threads = cores / N.
+    # With backend slurm: N array tasks (workers) on the cluster.
     n_jobs: int = 1
+    # local: worker processes on this machine; slurm: a SLURM job array through submitit (docs/cluster.md)
+    backend: str = "local"
+    # How each array task is submitted (partition, time_min, cpus_per_task, mem, gres, additional, wait, ...)
+    slurm: SlurmSettings = field(default_factory=SlurmSettings)
     # Stop the sweep after this many FAILED trials in one invocation.
     max_failures: int = 3
     # name: tpe, random, grid, cmaes, nsga2; seed and any other key go to the Optuna sampler.

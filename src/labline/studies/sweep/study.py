@@ -3,13 +3,22 @@
 Trials are asked and told by labline's own loop (not ``Study.optimize``), so
 that the check "does the study still need a trial?" and the ``ask`` happen under
 one lock: parallel workers then never overshoot ``n_trials``, and a re-run
-resumes to exactly ``n_trials`` finished trials.
+resumes to exactly ``n_trials`` finished trials. On PostgreSQL the lock is held
+by the database (a transaction-scoped advisory lock keyed by the study), so it
+holds across machines; elsewhere (SQLite, journal files: one machine) it is a
+file lock beside the project.
+
+A trial whose process died stops sending heartbeats: the next worker to look
+fails it and Optuna's ``RetryHeartbeatStaleTrialCallback`` queues a copy
+(``WAITING``, same parameters), which the next ``ask`` takes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -58,9 +67,40 @@ def storage_location(url: str | None) -> str:
     return url if "://" in url or Path(url).is_absolute() else str(project_root() / url)
 
 
+# A killed trial is retried this many times (each retry continues from its predecessor's last checkpoint).
+MAX_RETRIES = 3
+
+
+def queue_retry(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Queue a copy of a killed trial (``WAITING``, same parameters) with Optuna 5's
+    ``RetryHeartbeatStaleTrialCallback`` (its ``RetryFailedTrialCallback`` alias is deprecated)."""
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES, inherit_intermediate_values=False)(study, trial)
+
+
+def retry_stale(on_stale: Callable[[optuna.Study, FrozenTrial], None]) -> Callable[[optuna.Study, FrozenTrial], None]:
+    """The storage's heartbeat-stale callback: record the dead trial (its MLflow run KILLED), then queue its retry."""
+
+    def callback(study: optuna.Study, trial: FrozenTrial) -> None:
+        on_stale(study, trial)
+        queue_retry(study, trial)
+
+    return callback
+
+
+def retried_from(trial: FrozenTrial) -> int | None:
+    """The number of the trial this one retries (the last of a chain of retries), or None."""
+    history = trial.system_attrs.get("retry_history") or []
+    return history[-1] if history else None
+
+
 def make_storage(url: str | None, heartbeat_interval: int, on_stale: Callable[[optuna.Study, FrozenTrial], None],
                  create_tables: bool = True) -> BaseStorage:
-    """An RDB URL (SQLite by default) gets heartbeats so a killed trial is detected; anything else is a journal file."""
+    """An RDB URL (SQLite by default) gets heartbeats so a killed trial is detected and retried; anything else is a
+    journal file. ``postgresql://`` uses psycopg 3 (a labline dependency), as SQLAlchemy 2.1 maps it."""
     url = storage_location(url)
     if "://" not in url:
         path = Path(url)
@@ -73,8 +113,8 @@ def make_storage(url: str | None, heartbeat_interval: int, on_stale: Callable[[o
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ExperimentalWarning)
             return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat_interval or None,
-                              heartbeat_stale_trial_callback=on_stale, skip_table_creation=not create_tables)
-    except (ImportError, ValueError) as exc:
+                              heartbeat_stale_trial_callback=retry_stale(on_stale), skip_table_creation=not create_tables)
+    except (ImportError, ValueError, OSError) as exc:
         raise ConfigError("hydra.sweeper.storage", f"cannot open {url}: {' '.join(str(exc).split())}",
                           "sqlite:///path.db, postgresql://user@host/db, or a journal file path") from None
 
@@ -172,6 +212,11 @@ class Budget:
         return "wait" if finished + running >= self.n_trials else "ask"
 
 
+def lock_key(study_name: str) -> int:
+    """The study's advisory-lock key: 64 signed bits of a hash of its name (studies share one database)."""
+    return int.from_bytes(hashlib.sha256(f"labline-study:{study_name}".encode()).digest()[:8], "big", signed=True)
+
+
 class SharedStudy:
     """One Optuna study, opened by the sweep and by each worker process."""
 
@@ -179,6 +224,8 @@ class SharedStudy:
         self.study, self.storage, self.lock_path = study, storage, lock_path
         self.heartbeats = isinstance(storage, RDBStorage) and heartbeat_interval > 0
         self.heartbeat_interval = heartbeat_interval
+        self.in_database = isinstance(storage, RDBStorage) and storage.engine.dialect.name == "postgresql"
+        self.lock_wait = 0.0  # seconds this process waited for the budget lock (benches/coordination.py)
 
     @classmethod
     def open(cls, name: str, storage: BaseStorage, directions: list[str], create: bool,
@@ -198,7 +245,20 @@ class SharedStudy:
 
     @contextmanager
     def locked(self) -> Iterator[None]:
-        with file_lock(self.lock_path):
+        """Exclusive across every process of the study: in PostgreSQL a ``pg_advisory_xact_lock`` on the study's
+        key, held by a transaction that ends after the block (so whatever the block asked for is committed
+        before the next worker looks); on one machine a file lock."""
+        start = time.monotonic()
+        if not self.in_database:
+            with file_lock(self.lock_path):
+                self.lock_wait += time.monotonic() - start
+                yield
+            return
+        from sqlalchemy import text
+
+        with self.storage.engine.begin() as connection:
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key(self.study.study_name)})
+            self.lock_wait += time.monotonic() - start
             yield
 
     def trials(self) -> list[FrozenTrial]:

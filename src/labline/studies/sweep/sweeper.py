@@ -35,6 +35,7 @@ from labline.core.errors import ConfigError, exit_with
 from labline.core.instantiate import instantiate
 from labline.core.interrupts import Interrupted
 from labline.core.paths import config_dir
+from labline.studies.cluster import slurm
 from labline.studies.sweep import best as best_file
 from labline.studies.sweep.context import ActiveTrial, activate
 from labline.studies.sweep.plots import study_plots
@@ -47,6 +48,8 @@ from labline.studies.sweep.study import (
     make_pruner,
     make_sampler,
     make_storage,
+    queue_retry,
+    retried_from,
     sampler_seed,
     storage_location,
 )
@@ -56,6 +59,8 @@ from labline.tracking.lifecycle import PARENT_ENV, RunHandle
 SESSION_ENV = "LABLINE_SWEEP_SESSION"
 WORKER_ENV = "LABLINE_SWEEP_WORKER"
 COMPLEXITY = ("params", "trainable_params", "flops", "macs")
+BACKENDS = ("local", "slurm")
+ARRAY_ATTR = "slurm_array"
 DIRECTIONS = ("maximize", "minimize")
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -79,6 +84,7 @@ class OptunaSweep:
     def __init__(self, settings: Mapping[str, Any]):
         plain = {k: OmegaConf.to_container(v) if OmegaConf.is_config(v) else v for k, v in settings.items()}
         self.settings = SweeperSettings(**plain)
+        self.slurm_values = plain.get("slurm")
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.hydra_context, self.config = hydra_context, config
@@ -116,6 +122,9 @@ class OptunaSweep:
         if len(objectives) != len(directions):
             raise ConfigError("hydra.sweeper.objective", f"{len(objectives)} objective(s) for {len(directions)} direction(s)",
                               "one objective per direction, e.g. [best_value, flops] with [maximize, minimize]")
+        if s.backend not in BACKENDS:
+            raise ConfigError("hydra.sweeper.backend", f"unknown backend {s.backend!r}", BACKENDS)
+        self.slurm = slurm.SlurmSettings.from_config(self.slurm_values, "hydra.sweeper.slurm")
         if len(directions) > 1 and s.pruner.get("name") != "none":
             raise ConfigError("hydra.sweeper.pruner.name", "Optuna cannot prune a multi-objective study", "none")
         self._check_monitor(directions[0], objectives[0])
@@ -134,7 +143,8 @@ class OptunaSweep:
         cores = len(os.sched_getaffinity(0))
         return Plan(study_name=str(s.study_name or self.config.hydra.runtime.choices.get("hparams_search") or "labline"),
                     storage=s.storage, directions=directions, objectives=objectives, space=space, n_trials=n_trials,
-                    threads=max(1, cores // s.n_jobs) if s.n_jobs > 1 else None,
+                    # on SLURM each task's threads are the CPUs it was given (runs.runtime reads SLURM_CPUS_PER_TASK)
+                    threads=max(1, cores // s.n_jobs) if s.n_jobs > 1 and s.backend == "local" else None,
                     session=os.environ.get(SESSION_ENV) or uuid.uuid4().hex[:12])
 
     def _check_monitor(self, direction: str, objective: str) -> None:
@@ -164,7 +174,11 @@ class OptunaSweep:
             # The parent ends FINISHED, FAILED on an error, KILLED on Ctrl-C or SIGTERM (tracking.lifecycle).
             with tracking.parent(shared.study, info, {"n_trials": str(plan.n_trials), "n_jobs": str(s.n_jobs)},
                                  plan.space.describe()) as parent:
-                if s.n_jobs == 1:
+                if s.backend == "slurm":
+                    if not self._run_slurm(plan, shared, tracking, parent, sweep_dir):
+                        parent.keep_open()  # the array goes on; the same command again concludes
+                        return {}
+                elif s.n_jobs == 1:
                     self._loop(plan, shared, tracking, worker=0)
                 else:
                     self._run_workers(plan, shared, parent.run_id, sweep_dir)
@@ -178,6 +192,13 @@ class OptunaSweep:
 
     def _loop(self, plan: Plan, shared: SharedStudy, tracking: StudyTracking, worker: int) -> None:
         budget = Budget(plan.n_trials, self.settings.max_failures, plan.session)
+        preempted = os.environ.pop(slurm.RESUME_ENV, None)
+        if preempted:  # a requeued SLURM task continues the trial it was preempted in, into the same MLflow run
+            frozen = shared.trials()[int(preempted)]
+            if frozen.state == TrialState.RUNNING:
+                print(f"requeued: continuing trial {frozen.number}", flush=True)
+                trial = optuna.trial.Trial(shared.study, frozen._trial_id)
+                print(_describe(self._run_trial(plan, shared, tracking, trial, worker), plan.objectives), flush=True)
         while True:
             shared.fail_stale()
             with shared.locked():
@@ -200,7 +221,7 @@ class OptunaSweep:
         trial.set_user_attr("overrides", overrides)
         active = ActiveTrial(trial, plan.study_name, prune=len(plan.directions) == 1,
                              measure_complexity=any(o in COMPLEXITY for o in plan.objectives),
-                             tags={"sweep_worker": str(worker)})
+                             tags={"sweep_worker": str(worker)}, start_from=self._continue_from(shared, trial))
         # Not part of the trial's configuration: how its run is named, and its share of the cores.
         launch = [*overrides, f"run_name={plan.study_name}-trial-{trial.number}",
                   *([f"threads={plan.threads}"] if plan.threads else [])]
@@ -213,12 +234,43 @@ class OptunaSweep:
                 result = job.return_value  # re-raises what the job raised
             except (Exception, SystemExit) as exc:  # SystemExit: a config error the job reported and exited on
                 reason = _failure(exc)
-            except BaseException as exc:  # Ctrl-C / SIGTERM: record the trial, then stop the sweep
-                reason = f"interrupted: {exc or type(exc).__name__}"
-                self._tell(shared, tracking, trial, active, TrialState.FAIL, None, reason)
+            except Interrupted as exc:
+                if exc.signum != slurm.PREEMPT_SIGNAL:
+                    self._interrupted(shared, tracking, trial, active, exc)
+                else:  # preempted on SLURM: the trial stays RUNNING; the requeued task continues it (should the
+                    # requeue take longer than the heartbeat grace, another worker fails and retries it instead)
+                    os.environ[slurm.RESUME_ENV] = str(trial.number)
+                raise
+            except BaseException as exc:  # Ctrl-C / SIGTERM: record the trial, queue its retry, stop
+                self._interrupted(shared, tracking, trial, active, exc)
                 raise
         state, values, reason = _judge(result, reason, active, plan.objectives)
         return self._tell(shared, tracking, trial, active, state, values, reason)
+
+    def _interrupted(self, shared: SharedStudy, tracking: StudyTracking, trial: optuna.Trial, active: ActiveTrial,
+                     exc: BaseException) -> None:
+        reason = f"interrupted: {exc or type(exc).__name__}"
+        frozen = self._tell(shared, tracking, trial, active, TrialState.FAIL, None, reason)
+        if shared.heartbeats:
+            queue_retry(shared.study, frozen)
+
+    @staticmethod
+    def _continue_from(shared: SharedStudy, trial: optuna.Trial) -> Path | None:
+        """A retried trial continues from the newest checkpoint its killed predecessor left (when this process
+        can see it: the same machine, or a shared file system), into a new MLflow run; it does not inherit the
+        predecessor's run."""
+        from labline.runs.resume import latest_checkpoint
+
+        frozen = shared.study.get_trials(deepcopy=False)[trial.number]
+        if retried_from(frozen) is None:
+            return None
+        trial.set_user_attr("mlflow_run_id", "")
+        trial.set_user_attr("retry_of", retried_from(frozen))
+        folder = frozen.user_attrs.get("run_folder")
+        checkpoint = latest_checkpoint(Path(folder)) if folder else None
+        if checkpoint is not None:
+            print(f"trial {trial.number} retries trial {retried_from(frozen)}: continuing from {checkpoint}", flush=True)
+        return checkpoint
 
     def _tell(self, shared: SharedStudy, tracking: StudyTracking, trial: optuna.Trial, active: ActiveTrial,
               state: TrialState, values: list[float] | None, reason: str | None) -> FrozenTrial:
@@ -231,10 +283,58 @@ class OptunaSweep:
         tracking.record_trial(frozen)
         return frozen
 
+    def _worker_argv(self, sweep_dir: Path) -> list[str]:
+        """The CLI words of a worker: this same command, its jobs in this session's folder."""
+        return ["train", "--multirun", *self.config.hydra.overrides.task, *self.config.hydra.overrides.hydra,
+                f"hydra.sweep.dir={sweep_dir}"]
+
+    @staticmethod
+    def _progress(shared: SharedStudy, plan: Plan) -> Any:
+        """A function printing each trial that finished since it was last called (the launching process's view)."""
+        reported = {t.number for t in shared.trials() if t.state.is_finished()}
+
+        def report() -> None:
+            for frozen in shared.trials():
+                if frozen.state.is_finished() and frozen.number not in reported:
+                    reported.add(frozen.number)
+                    print(_describe(frozen, plan.objectives), flush=True)
+
+        return report
+
+    def _run_slurm(self, plan: Plan, shared: SharedStudy, tracking: StudyTracking, parent: RunHandle,
+                   sweep_dir: Path) -> bool:
+        """``n_jobs`` workers as a SLURM job array (each asks the study for trials in its own process, so pruning
+        works as here); returns whether the array has ended (false: ``wait: false``, it goes on without us).
+
+        A study whose earlier array is still queued or running is not submitted again: this command watches it."""
+        import submitit
+
+        cfg = self.slurm
+        folder = Path(cfg.folder) if cfg.folder else sweep_dir / "slurm"
+        pending = [submitit.SlurmJob(folder=Path(f), job_id=j) for f, j in shared.study.user_attrs.get(ARRAY_ATTR, [])]
+        still = slurm.active([j.job_id for j in pending])
+        jobs = [j for j in pending if j.job_id in still]
+        if jobs:
+            print(f"SLURM array {jobs[0].job_id.split('_')[0]} of this study still active: watching it")
+        elif Budget(plan.n_trials, self.settings.max_failures, plan.session).decide(shared.trials()) != "stop":
+            env = {SESSION_ENV: plan.session, PARENT_ENV: parent.run_id, **_forwarded()}
+            argv = self._worker_argv(sweep_dir)
+            jobs = slurm.submit_array(cfg, folder, f"labline-{plan.study_name}", "labline.cli:main",
+                                      [({**env, WORKER_ENV: str(i)}, (argv,)) for i in range(self.settings.n_jobs)])
+            shared.study.set_user_attr(ARRAY_ATTR, [[str(folder), j.job_id] for j in jobs])
+        if not cfg.wait:
+            print("not waiting (hydra.sweeper.slurm.wait=false): run the same command again to watch and conclude")
+            return False
+        report = self._progress(shared, plan)
+        if cfg.local_worker:
+            self._loop(plan, shared, tracking, worker=self.settings.n_jobs)
+        for problem in slurm.watch(jobs, report):
+            print(problem, file=sys.stderr)
+        return True
+
     def _run_workers(self, plan: Plan, shared: SharedStudy, parent_run_id: str, sweep_dir: Path) -> None:
         """``n_jobs`` processes run this same command against the study; this one reports progress."""
-        command = [sys.executable, "-m", "labline.cli", "train", "--multirun", *self.config.hydra.overrides.task,
-                   *self.config.hydra.overrides.hydra, f"hydra.sweep.dir={sweep_dir}"]
+        command = [sys.executable, "-m", "labline.cli", *self._worker_argv(sweep_dir)]
         env = {**os.environ, SESSION_ENV: plan.session, PARENT_ENV: parent_run_id}
         workers = []
         try:
@@ -244,13 +344,10 @@ class OptunaSweep:
                     workers.append((subprocess.Popen(command, env={**env, WORKER_ENV: str(index)}, stdout=fh,
                                                      stderr=subprocess.STDOUT), log))
             print(f"{len(workers)} workers, {plan.threads} torch thread(s) each; logs: {sweep_dir}/worker-*.log")
-            reported = {t.number for t in shared.trials() if t.state.is_finished()}
+            report = self._progress(shared, plan)
             while True:
                 running = [p for p, _ in workers if p.poll() is None]
-                for frozen in shared.trials():
-                    if frozen.state.is_finished() and frozen.number not in reported:
-                        reported.add(frozen.number)
-                        print(_describe(frozen, plan.objectives), flush=True)
+                report()
                 if not running:
                     break
                 time.sleep(2)
@@ -292,6 +389,14 @@ class OptunaSweep:
         text = best_file.experiment_yaml(name, header, trial_cfg, base_cfg)
         directory = Path(self.settings.best_config_dir) if self.settings.best_config_dir else config_dir() / "experiment"
         return best_file.write_experiment(directory, name, text)
+
+
+def _forwarded() -> dict[str, str]:
+    """What an array task must see as this process does: the store, the project (submitit pickles the rest)."""
+    from labline.core.paths import project_root
+
+    keep = ("MLFLOW_TRACKING_URI", "LABLINE_MAX_THREADS", "LABLINE_CONFIG_DIR")
+    return {"LABLINE_PROJECT_ROOT": str(project_root()), **{k: os.environ[k] for k in keep if k in os.environ}}
 
 
 def _judge(result: Any, reason: str | None, active: ActiveTrial,

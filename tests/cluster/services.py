@@ -1,0 +1,43 @@
+"""Whether a lab service can run here, for the cluster tests: the one place such a test may be skipped.
+
+A skip names the command that enables the service. Under ``CI=true`` a skip would hide an untested
+feature, so it fails instead (CI runs as root and ``make test`` installs the services first).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from project_copy import BIN, project_env
+
+from labline.lab.stack import available
+
+ENABLE = "sudo make lab-install (installs postgresql, slurm-wlm and munge from Debian), then run the tests as root"
+
+
+def require(service: str) -> None:
+    if available()[service]:
+        return
+    message = f"{service} cannot run on this machine (not installed, or not root): {ENABLE}"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI=true: a cluster test may not skip. {message}")
+    pytest.skip(message)
+
+
+def lab_env(project: Path, **extra: str) -> dict[str, str]:
+    """A user's environment in the project copy plus the lab variables they exported."""
+    return {**project_env(project), **extra}
+
+
+def run(project: Path, env: dict[str, str], *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    program = str(BIN / args[0]) if (BIN / args[0]).exists() else args[0]
+    return subprocess.run([program, *args[1:]], cwd=project, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert result.returncode == 0, f"{result.args}: {result.stdout[-4000:]}{result.stderr[-4000:]}"
+    return result
+
