@@ -69,3 +69,21 @@ def test_a_new_run_can_start_from_a_checkpoint(compose, tmp_path) -> None:
     assert run.data.tags["started_from_checkpoint"] == str(start)
     steps = sorted(m.step for m in MlflowClient(tracking_uri()).get_metric_history(result["run_id"], "val/loss"))
     assert steps == [0, 1, 2], "the epochs of the checkpoint and the new ones, once each"
+
+
+@pytest.mark.parametrize(("override", "key"), [("backbone.weights", "backbone.weights"), ("task.teacher", "task.teacher")])
+def test_a_planted_pickle_as_weights_or_teacher_is_refused_without_running_it(compose, tmp_path, override: str,
+                                                                             key: str) -> None:
+    """Starting weights and distillation teachers are files other people can write, as much as a resume point."""
+    from labline.models.task import TaskContext, build_task
+    from labline.runs.checkpoints import resolve_checkpoint
+
+    marker = tmp_path / "pwned"
+    planted = tmp_path / "planted.ckpt"
+    torch.save({"state_dict": {"backbone.net.0.0.weight": torch.zeros(1)}, "hyper_parameters": SideEffect(marker)}, planted)
+    base = ("experiment=distill_student_scratch", "task=distill") if key == "task.teacher" else ()
+    cfg = compose(*base, *FAST, f"{override}={planted}")
+    with pytest.raises(ConfigError) as refused:
+        build_task(TaskContext(cfg, (1, 8, 8), 10, resolve_checkpoint=resolve_checkpoint))
+    assert refused.value.key == key and "\n" not in str(refused.value)
+    assert not marker.exists(), "the pickled code never ran"

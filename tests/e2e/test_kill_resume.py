@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from killpoints import POINTS
 from mlflow.tracking import MlflowClient
 from project_copy import BIN, project_env, run_cli
 
@@ -88,3 +89,43 @@ def test_sigint_and_sigterm_stop_cleanly_with_a_checkpoint(project: Path) -> Non
         (run,) = [r for r in _all_runs(project) if r.info.run_id not in before]
         assert run.info.status == "KILLED"
         assert run.data.tags["stop_reason"].startswith("stopped by SIG")
+
+
+POINT_COMMAND = ["train", "trainer.max_epochs=4", "callbacks=none", "threads=1", "+trainer.limit_train_batches=5",
+                 "trainer.enable_progress_bar=false"]
+
+
+def _metrics(run) -> dict[str, float]:  # noqa: ANN001 - an MLflow Run
+    return {k: v for k, v in run.data.metrics.items() if k.startswith("test_")}
+
+
+@pytest.mark.parametrize("point", ["run_created", "before_first_checkpoint", "checkpoint_save", "mid_epoch"])
+def test_sigkill_at_any_point_then_the_same_command_gives_the_uninterrupted_metrics(project: Path, tmp_path: Path,
+                                                                                   point: str) -> None:
+    env = {**project_env(project), "PYTHONPATH": str(Path(__file__).parent)}
+    killer = ["+callbacks.kill._target_=killpoints.KillAt", f"+callbacks.kill.point={point}",
+              f"+callbacks.kill.marker={tmp_path / 'killed'}", f"seed={POINTS.index(point) + 10}"]
+    command = [str(BIN / "labline"), *POINT_COMMAND, *killer]
+    before = {r.info.run_id for r in _all_runs(project)}
+    killed = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    (dead,) = [r for r in _all_runs(project) if r.info.run_id not in before]
+    assert dead.info.status == "RUNNING", "SIGKILL gives the run no chance to close"
+
+    resumed = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    runs = {r.info.run_id: r for r in _all_runs(project) if r.info.run_id not in before}
+    assert all(r.info.status != "RUNNING" for r in runs.values()), "no run is left RUNNING"
+    (finished,) = [r for r in runs.values() if r.info.status == "FINISHED"]
+    steps = sorted(m.step for m in _client(project).get_metric_history(finished.info.run_id, "val/loss"))
+    assert steps == [0, 1, 2, 3], f"duplicated or missing epochs: {steps}"
+    if point in ("run_created", "before_first_checkpoint"):  # nothing to resume from: a new run, the dead one KILLED
+        assert runs[dead.info.run_id].info.status == "KILLED" and finished.info.run_id != dead.info.run_id
+    else:
+        assert finished.info.run_id == dead.info.run_id, "resumed into the same MLflow run"
+
+    reference = subprocess.run([*command, "resume=false", f"run_name=uninterrupted-{point}"], cwd=project, env=env,
+                               capture_output=True, text=True, timeout=300)  # the marker exists: nothing kills it
+    assert reference.returncode == 0, reference.stderr[-2000:]
+    (uninterrupted,) = [r for r in _all_runs(project) if r.info.run_name == f"uninterrupted-{point}"]
+    assert _metrics(finished) == _metrics(uninterrupted) and _metrics(finished)
