@@ -65,6 +65,30 @@ def test_nonfinite_loss_stops_the_run_as_failed_with_the_step(compose, tmp_path)
     assert "global step 2" in run.data.tags["failure_reason"]
 
 
+class PoisonGradient(pl.Callback):
+    """A finite loss whose gradient overflows: every gradient of one step becomes inf."""
+
+    def __init__(self, at_step: int = 2):
+        self.at_step, self.handles = at_step, []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # noqa: ANN001
+        if trainer.global_step == self.at_step:
+            self.handles.append(next(pl_module.parameters()).register_hook(lambda grad: grad * float("inf")))
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:  # noqa: ANN001
+        while self.handles:
+            self.handles.pop().remove()
+
+
+def test_a_nonfinite_gradient_stops_the_run_as_failed_with_the_step(compose, tmp_path) -> None:
+    with pytest.raises(NonFiniteError, match="non-finite gradient at global step 2"):
+        train_and_test(compose(*FAST, "trainer.max_epochs=2"), tmp_path, ROOT,
+                       context=RunContext(callbacks=[PoisonGradient(2)]))
+    (run,) = _runs()
+    assert run.info.status == "FAILED"
+    assert run.data.tags["failure_reason"] == "NonFiniteError: non-finite gradient at global step 2 (epoch 0)"
+
+
 def test_nonfinite_skip_drops_the_batch_and_counts_it(compose, tmp_path) -> None:
     cfg = compose(*FAST, "trainer.max_epochs=2", "nonfinite=skip", "backbone=mlp", "backbone.norm=none")
     result = train_and_test(cfg, tmp_path, ROOT, context=RunContext(callbacks=[PoisonBatch(2)]))

@@ -60,6 +60,7 @@ def test_crash_marks_run_failed_not_running(compose, tmp_path) -> None:
         train_and_test(cfg, tmp_path, ROOT)
     (run,) = _runs()
     assert run.info.status == "FAILED"
+    assert run.data.tags["failure_reason"] == "RuntimeError: disk on fire", "the exception's type and message, exactly"
 
 
 @pytest.mark.parametrize(
