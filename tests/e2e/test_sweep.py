@@ -88,15 +88,23 @@ def test_killed_study_resumes_to_exactly_n_trials(project: Path) -> None:
         while time.monotonic() < deadline and first.poll() is None:
             time.sleep(1)
             try:
-                if sum(t.state in FINISHED for t in _study(project, "resume").trials) >= 1:
-                    break
+                trials = _study(project, "resume").trials
             except KeyError:  # the study does not exist yet
                 continue
+            # mid-trial: one trial done, the next one RUNNING with its MLflow run open and an epoch trained
+            if sum(t.state in FINISHED for t in trials) >= 1 and any(
+                    t.state == TrialState.RUNNING and t.user_attrs.get("mlflow_run_id") and t.intermediate_values
+                    for t in trials):
+                break
     finally:
         first.kill()  # SIGKILL: no handler runs, the trial in flight stays RUNNING in the storage
         first.wait()
     before = _study(project, "resume").trials
     assert 1 <= sum(t.state in FINISHED for t in before) < 3
+    (in_flight,) = [t for t in before if t.state == TrialState.RUNNING]
+    killed_run = in_flight.user_attrs["mlflow_run_id"]
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    assert client.get_run(killed_run).info.status == "RUNNING", "killed while its training run was open"
 
     run_cli_result = _sweep(project, "resume", "threads=1", "hydra.sweeper.n_trials=3", "hydra.sweeper.heartbeat_interval=1")
     trials = _study(project, "resume").trials
@@ -113,6 +121,8 @@ def test_killed_study_resumes_to_exactly_n_trials(project: Path) -> None:
 
     _, children = _runs(project, "resume")
     assert all(r.info.status != "RUNNING" for r in children)
+    assert trials[in_flight.number].state == TrialState.FAIL, "the stale trial was failed by its heartbeat"
+    assert client.get_run(killed_run).info.status == "KILLED"
 
 
 def test_two_parallel_workers_share_one_study(project: Path) -> None:
