@@ -1,18 +1,40 @@
-"""Shared test helpers: compose the project's real conf/ with overrides."""
+"""Shared test helpers: compose the project's real conf/ with overrides, in a project root without DVC outputs."""
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
-import pytest
-from omegaconf import DictConfig
+# rich wraps at $COLUMNS: messages must not depend on the terminal the tests run in (set before labline's console).
+os.environ["COLUMNS"] = "200"
 
-from labline.core.config import compose_config
-from labline.runs.runtime import MAX_THREADS_ENV
+import pytest  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
+from labline.core.config import compose_config  # noqa: E402
+from labline.runs.runtime import MAX_THREADS_ENV  # noqa: E402
+
+CHECKOUT = Path(__file__).resolve().parents[1]
+CONF = CHECKOUT / "conf"
+# What in-process tests read beside conf/ (docs, pipelines, params.yaml, the sources for the docs tests).
+LINKED = ("conf", "docs", "pipelines", "src", "params.yaml", "dvc.yaml", "README.md", "pyproject.toml")
+
+
+def _clean_root() -> Path:
+    """The project root in-process tests train against: the checkout's files, linked, without its DVC outputs
+    (data/, models/, dvc.lock) or stores, so a developer's `make run` (or a stale data/processed) never changes
+    what a test reads; data are prepared in memory."""
+    root = Path(tempfile.mkdtemp(prefix="labline-tests-root-"))
+    for name in LINKED:
+        (root / name).symlink_to(CHECKOUT / name)
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    return root
+
+
+ROOT = _clean_root()
 
 # Under pytest-xdist the cores are shared out between the workers: every training in a worker, in-process
 # or in a CLI subprocess (which inherits the environment), uses at most its share of torch threads.
@@ -56,5 +78,6 @@ def isolated_store(tmp_path_factory, monkeypatch) -> Path:
     """Every test tracks into its own MLflow store, never the project's mlflow.db."""
     store = tmp_path_factory.mktemp("store")
     monkeypatch.setenv("LABLINE_PROJECT_ROOT", str(store))
+    monkeypatch.setenv("LABLINE_CONFIG_DIR", str(CONF))  # conf/ is the checkout's, whatever the working directory
     _strip_mlflow_environment(monkeypatch)
     return store

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import CHECKOUT
 from labline.core.errors import ConfigError
 from labline.core.io import md5_file
 from labline.data import files
@@ -113,7 +113,7 @@ def test_project_root_escapes_dvc_temp_workspaces(tmp_path, monkeypatch) -> None
     from labline.core.paths import project_root, workspace_root
 
     monkeypatch.delenv("LABLINE_PROJECT_ROOT")
-    assert workspace_root(ROOT / "src" / "labline") == ROOT
+    assert workspace_root(CHECKOUT / "src" / "labline") == CHECKOUT
     project = tmp_path / "proj"
     temp = project / ".dvc" / "tmp" / "exps" / "tmpabc123"
     temp.mkdir(parents=True)

@@ -31,7 +31,8 @@ def copy_project(dest: Path) -> Path:
 
 def project_env(project: Path) -> dict[str, str]:
     """The environment a user has in the copy: venv on PATH, no test overrides of the store."""
-    env = {k: v for k, v in os.environ.items() if k not in ("LABLINE_PROJECT_ROOT", "MLFLOW_TRACKING_URI")}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("LABLINE_PROJECT_ROOT", "LABLINE_CONFIG_DIR") and not k.startswith("MLFLOW_")}
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env["GIT_AUTHOR_NAME"] = env["GIT_COMMITTER_NAME"] = "labline-tests"
     env["GIT_AUTHOR_EMAIL"] = env["GIT_COMMITTER_EMAIL"] = "tests@labline.invalid"
