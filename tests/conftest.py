@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import atexit
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 # rich wraps at $COLUMNS: messages must not depend on the terminal the tests run in (set before labline's console).
@@ -16,25 +13,7 @@ from omegaconf import DictConfig  # noqa: E402
 
 from labline.core.config import compose_config  # noqa: E402
 from labline.runs.runtime import MAX_THREADS_ENV  # noqa: E402
-
-CHECKOUT = Path(__file__).resolve().parents[1]
-CONF = CHECKOUT / "conf"
-# What in-process tests read beside conf/ (docs, pipelines, params.yaml, the sources for the docs tests).
-LINKED = ("conf", "docs", "pipelines", "src", "params.yaml", "dvc.yaml", "README.md", "pyproject.toml")
-
-
-def _clean_root() -> Path:
-    """The project root in-process tests train against: the checkout's files, linked, without its DVC outputs
-    (data/, models/, dvc.lock) or stores, so a developer's `make run` (or a stale data/processed) never changes
-    what a test reads; data are prepared in memory."""
-    root = Path(tempfile.mkdtemp(prefix="labline-tests-root-"))
-    for name in LINKED:
-        (root / name).symlink_to(CHECKOUT / name)
-    atexit.register(shutil.rmtree, root, ignore_errors=True)
-    return root
-
-
-ROOT = _clean_root()
+from testroot import CONF, ROOT  # noqa: E402,F401  (ROOT: created before any test runs)
 
 # Under pytest-xdist the cores are shared out between the workers: every training in a worker, in-process
 # or in a CLI subprocess (which inherits the environment), uses at most its share of torch threads.

@@ -7,13 +7,13 @@ import os
 
 import pytest
 
-from conftest import ROOT
 from labline.core.config import compose_config, to_plain
 from labline.core.errors import ConfigError
 from labline.studies.ablation import stats
 from labline.studies.ablation.runner import PlannedRun, check_runs, plan
 from labline.studies.ablation.spec import AblationSpec, Variant, load
 from labline.studies.ablation.table import RunRecord, markdown, tabulate
+from testroot import ROOT
 
 # Three seeds per variant; removing component a hurts a lot, removing b a little.
 FULL = [0.90, 0.92, 0.94]

@@ -12,7 +12,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import CONF
 from labline.core.config import compose_config, group_options, hydra_context
 from labline.core.errors import ConfigError
 from labline.core.instantiate import instantiate
@@ -29,6 +28,7 @@ from labline.data.augment import (
 )
 from labline.data.datamodule import ArrayDataModule
 from labline.data.pipeline import ProcessedData
+from testroot import CONF
 
 with hydra_context(CONF):
     OPTIONS = [o for o in group_options("augment") if o != "none"]

@@ -12,9 +12,9 @@ import math
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import CONF, ROOT
 from labline.runs.lightning_run import train_and_test
 from labline.tracking.store import tracking_uri
+from testroot import CONF, ROOT
 
 BACKBONES = sorted(p.stem for p in (CONF / "backbone").glob("*.yaml"))
 SHORT_RUN = ["trainer.max_epochs=1", "+trainer.limit_train_batches=3", "+trainer.limit_val_batches=2",

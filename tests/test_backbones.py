@@ -22,7 +22,6 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from conftest import CONF
 from labline.core.config import compose_config
 from labline.core.errors import ConfigError
 from labline.data.sources import sklearn_digits, sklearn_digits_sequence
@@ -41,6 +40,7 @@ from labline.models.parts import build_backbone
 from labline.models.task import TaskContext, build_task
 from labline.runs.checkpoints import resolve_checkpoint
 from labline.tracking.store import ensure_experiment
+from testroot import CONF
 
 BACKBONES = sorted(p.stem for p in (CONF / "backbone").glob("*.yaml"))
 DIGITS = [1, 8, 8]

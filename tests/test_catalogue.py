@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import ROOT
 from labline.cli import main
 from labline.core.errors import ConfigError
 from labline.studies.catalogue import list_runs
 from labline.tracking.lifecycle import open_run
 from labline.tracking.store import open_store
+from testroot import ROOT
 
 
 def _run(name: str, tags: dict[str, str], metrics: dict[str, float], experiment: str = "cat") -> str:

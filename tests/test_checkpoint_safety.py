@@ -11,12 +11,12 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
-from conftest import ROOT
 from labline.core.errors import ConfigError
 from labline.core.interrupts import Interrupted
 from labline.runs import resume
 from labline.runs.context import RunContext
 from labline.runs.lightning_run import train_and_test
+from testroot import ROOT
 
 FAST = ["+trainer.limit_train_batches=3", "threads=1", "callbacks=none", "logger.experiment_name=safety",
         "trainer.max_epochs=3"]

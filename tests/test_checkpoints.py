@@ -6,9 +6,9 @@ from __future__ import annotations
 import lightning.pytorch as pl
 import torch
 
-from conftest import ROOT
 from labline.runs import resume
 from labline.runs.assembly import prepare_run
+from testroot import ROOT
 
 FAST = ["+trainer.limit_train_batches=3", "+trainer.limit_val_batches=2", "+trainer.num_sanity_val_steps=0",
         "trainer.enable_progress_bar=false", "callbacks=none", "threads=1"]

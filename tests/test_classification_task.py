@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from conftest import ROOT
 from labline.core.errors import ConfigError
 from labline.models.task import TaskContext, build_task
 from labline.runs.lightning_run import train_and_test
+from testroot import ROOT
 
 SHORT = ["trainer.max_epochs=1", "+trainer.limit_train_batches=3", "+trainer.limit_val_batches=2",
          "+trainer.limit_test_batches=2", "threads=1", "trainer.enable_progress_bar=false", "logger.experiment_name=tests"]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import CONF, ROOT
 from labline.core.config import compose_config, config_groups, flatten, group_options, hydra_context
 from labline.core.errors import ConfigError
+from testroot import CONF, ROOT
 
 
 def test_committed_params_yaml_matches_conf() -> None:

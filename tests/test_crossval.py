@@ -8,11 +8,11 @@ import statistics
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import ROOT
 from labline.core.errors import ConfigError
 from labline.job import train_job
 from labline.studies.crossval import refit_config
 from labline.tracking.store import tracking_uri
+from testroot import ROOT
 
 TINY = ["backbone=mlp", "callbacks=none", "trainer.max_epochs=2", "+trainer.limit_train_batches=3", "threads=1",
         "trainer.enable_progress_bar=false", "logger.experiment_name=cv", "split=kfold", "split.k=3"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import CHECKOUT
 from labline.core.errors import ConfigError
 from labline.core.io import md5_file
 from labline.data import files
@@ -14,6 +13,7 @@ from labline.data.preprocess import MinMax, ZScore
 from labline.data.raw import RawDataset
 from labline.data.sources import sklearn_digits
 from labline.data.splits import holdout
+from testroot import CHECKOUT
 
 
 def test_digits_are_1797_real_images_of_1x8x8() -> None:

@@ -11,7 +11,6 @@ import torch
 import yaml
 from omegaconf import OmegaConf
 
-from conftest import CONF, ROOT
 from labline.core.config import compose_config
 from labline.core.errors import ConfigError
 from labline.losses.distill import (
@@ -28,6 +27,7 @@ from labline.losses.distill import (
 from labline.models.distill import Classifier, DistillationTask, load_classifier
 from labline.models.task import TaskContext, build_task
 from labline.runs.checkpoints import resolve_checkpoint
+from testroot import CONF, ROOT
 
 SHAPE, CLASSES = (1, 8, 8), 10
 FAST = ["threads=1", "trainer.max_epochs=1", "trainer.enable_progress_bar=false", "logger.experiment_name=tests"]

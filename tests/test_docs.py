@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from conftest import CONF, ROOT
 from labline.reporting.components_doc import render
+from testroot import CONF, ROOT
 
 
 def test_components_doc_is_current() -> None:

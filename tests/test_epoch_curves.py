@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from mlflow.tracking import MlflowClient
 
-from conftest import ROOT
 from labline.callbacks.epoch_curves import EpochCurves
 from labline.runs.assembly import prepare_run
 from labline.runs.lightning_run import open_training_run
 from labline.tracking.lifecycle import current_run, open_run
 from labline.tracking.store import open_store, tracking_uri
+from testroot import ROOT
 
 FAST = ["trainer.max_epochs=3", "+trainer.limit_train_batches=3", "+trainer.limit_val_batches=1",
         "+trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false", "callbacks=none", "threads=1",

@@ -14,11 +14,11 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
-from conftest import CONF
 from labline.core.config import compose_config
 from labline.core.errors import ConfigError
 from labline.core.instantiate import instantiate
 from labline.losses import labels
+from testroot import CONF
 
 OPTIONS = ["cross_entropy", "label_smoothing", "focal", "dice", "bce", "l1", "mse", "huber", "kl_div"]
 

@@ -10,7 +10,6 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import CONF, ROOT
 from labline.core.errors import ConfigError
 from labline.core.instantiate import instantiate
 from labline.data.bags import BagDataModule, BagFile, BagSize, TargetBags, bag_holdout, collate_bags
@@ -19,6 +18,7 @@ from labline.models.backbones.mlp import MLP
 from labline.models.heads.linear import LinearHead
 from labline.models.mil import POOLING_HEADS, MILTask
 from labline.models.task import TaskContext, build_task
+from testroot import CONF, ROOT
 
 INSTANCE = (1, 4, 4)
 

@@ -10,11 +10,11 @@ import torch
 from omegaconf import open_dict
 from torch import nn
 
-from conftest import CONF
 from labline.core.config import compose_config, group_options, hydra_context
 from labline.core.errors import ConfigError
 from labline.core.instantiate import instantiate
 from labline.models.optimization import configure_optimization
+from testroot import CONF
 
 with hydra_context(CONF):
     OPTIMIZERS = group_options("optimizer")

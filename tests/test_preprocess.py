@@ -7,13 +7,13 @@ from functools import cache
 import numpy as np
 import pytest
 
-from conftest import CONF
 from labline.core.config import compose_config, group_options, hydra_context
 from labline.core.errors import ConfigError
 from labline.core.instantiate import instantiate
 from labline.data.pipeline import preprocess_dataset
 from labline.data.preprocess import L2, Atan, Log, MinMax, ZScore
 from labline.data.raw import RawDataset
+from testroot import CONF
 
 with hydra_context(CONF):
     OPTIONS = group_options("preprocess")

@@ -11,7 +11,6 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from conftest import ROOT
 from labline.callbacks.guards import NonFiniteError
 from labline.core.config import to_plain
 from labline.core.errors import ConfigError
@@ -22,6 +21,7 @@ from labline.runs.lightning_run import train_and_test
 from labline.runs.records import config_hash
 from labline.studies.reproduce import reproduce
 from labline.tracking.store import tracking_uri
+from testroot import ROOT
 
 FAST = ["+trainer.limit_train_batches=4", "threads=1", "callbacks=none", "logger.experiment_name=rel"]
 

@@ -12,11 +12,11 @@ import torch
 from omegaconf import open_dict
 from torch import nn
 
-from conftest import CONF
 from labline.core.config import compose_config, hydra_context
 from labline.core.errors import ConfigError
 from labline.core.instantiate import instantiate
 from labline.models.optimization import UNKNOWN_RUN_LENGTH, configure_optimization
+from testroot import CONF
 
 
 @pytest.fixture(scope="module")

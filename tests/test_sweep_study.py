@@ -10,10 +10,10 @@ from omegaconf import OmegaConf
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from conftest import CONF
 from labline.core.errors import ConfigError
 from labline.studies.sweep.space import build_space
 from labline.studies.sweep.study import Budget, SharedStudy, cma_es_note, make_pruner, make_sampler, make_storage, sampler_seed
+from testroot import CONF
 
 SPACE = build_space({"optimizer": "choice(adam, sgd)", "optimizer.lr": "tag(log, interval(1e-4, 1e-1))"}, [])
 GRID = build_space({"optimizer": "choice(adam, sgd)", "data.batch_size": "32,64"}, [])

@@ -14,7 +14,6 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
-from conftest import CONF, ROOT
 from labline.core.config import compose_config, hydra_context
 from labline.core.errors import ConfigError, exit_with
 from labline.job import train_job
@@ -25,6 +24,7 @@ from labline.studies.sweep.reporter import TrialReporter
 from labline.studies.sweep.study import make_pruner
 from labline.studies.sweep.sweeper import _failure, _judge
 from labline.tracking.store import tracking_uri
+from testroot import CONF, ROOT
 
 FAST = ["+trainer.limit_train_batches=3", "threads=1", "logger.experiment_name=unit", "test_after_fit=false",
         "trainer.enable_progress_bar=false"]

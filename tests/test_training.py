@@ -7,12 +7,12 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from conftest import ROOT
 from labline.core.errors import ConfigError
 from labline.runs.assembly import prepare_run
 from labline.runs.lightning_run import train_and_test
 from labline.runs.runtime import MAX_THREADS_ENV, setup_runtime
 from labline.tracking.store import tracking_uri
+from testroot import ROOT
 
 FAST = ["trainer.max_epochs=2", "+trainer.limit_train_batches=4", "threads=1", "logger.experiment_name=unit"]
 

@@ -8,11 +8,11 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
-from conftest import ROOT
 from labline.callbacks.ema import EMA
 from labline.core.errors import ConfigError
 from labline.runs.assembly import prepare_run
 from labline.runs.lightning_run import train_and_test
+from testroot import ROOT
 
 FAST = ["trainer.max_epochs=1", "+trainer.limit_train_batches=6", "+trainer.limit_val_batches=1",
         "+trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false", "callbacks=none", "threads=1"]

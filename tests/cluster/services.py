@@ -10,6 +10,7 @@ import os
 import subprocess
 from pathlib import Path
 
+import optuna
 import pytest
 from project_copy import BIN, project_env
 
@@ -25,6 +26,18 @@ def require(service: str) -> None:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"CI=true: a cluster test may not skip. {message}")
     pytest.skip(message)
+
+
+_STORAGES: dict[str, optuna.storages.RDBStorage] = {}
+
+
+def load_study(name: str, url: str) -> optuna.Study:
+    """The study through one storage per URL, for tests that poll it: a fresh ``load_study(storage=url)`` per poll
+    opens a connection pool each time and, before the garbage collector disposes them, exhausts PostgreSQL's
+    max_connections ("sorry, too many clients already", seen in CI)."""
+    if url not in _STORAGES:
+        _STORAGES[url] = optuna.storages.RDBStorage(url)
+    return optuna.load_study(study_name=name, storage=_STORAGES[url])
 
 
 def lab_env(project: Path, **extra: str) -> dict[str, str]:

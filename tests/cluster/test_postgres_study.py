@@ -17,12 +17,11 @@ import sys
 import time
 from pathlib import Path
 
-import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 from project_copy import BIN
-from services import lab_env
+from services import lab_env, load_study
 
 from labline.runs.resume import latest_checkpoint
 
@@ -74,7 +73,7 @@ def test_a_killed_worker_is_retried_from_its_checkpoint(project: Path, server_la
         while killed is None and time.monotonic() < deadline and session.poll() is None:
             time.sleep(0.3)
             try:
-                trials = optuna.load_study(study_name=study_name, storage=storage).get_trials(deepcopy=False)
+                trials = load_study(study_name, storage).get_trials(deepcopy=False)
             except KeyError:
                 continue
             for trial in trials:
@@ -92,7 +91,7 @@ def test_a_killed_worker_is_retried_from_its_checkpoint(project: Path, server_la
     assert killed is not None, "a trial was killed mid-training"
     assert session.returncode == 0, output[-4000:]
 
-    trials = optuna.load_study(study_name=study_name, storage=storage).get_trials(deepcopy=False)
+    trials = load_study(study_name, storage).get_trials(deepcopy=False)
     assert sum(t.state in FINISHED for t in trials) == 4, [(t.number, t.state) for t in trials]
     assert trials[killed.number].state == TrialState.FAIL
     (retry,) = [t for t in trials if t.user_attrs.get("retry_of") == killed.number]

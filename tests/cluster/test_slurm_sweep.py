@@ -11,12 +11,11 @@ import subprocess
 import time
 from pathlib import Path
 
-import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 from project_copy import BIN
-from services import lab_env, ok, run
+from services import lab_env, load_study, ok, run
 
 from labline.runs.resume import latest_checkpoint
 
@@ -38,7 +37,7 @@ def test_a_pruned_study_from_slurm_array_workers_and_a_local_one(project: Path, 
                     "hydra.sweeper.study_name=slurm12", "logger.experiment_name=slurm12", timeout=900))
     assert "submitted SLURM array" in result.stdout
 
-    trials = optuna.load_study(study_name="slurm12", storage=storage).get_trials(deepcopy=False)
+    trials = load_study("slurm12", storage).get_trials(deepcopy=False)
     assert sum(t.state in FINISHED for t in trials) == 12, [(t.number, t.state.name) for t in trials]
     assert any(t.state == TrialState.PRUNED for t in trials), "the study prunes"
     assert {t.user_attrs["worker"] for t in trials} == {0, 1, 2}, "both array tasks and the local worker ran trials"
@@ -82,7 +81,7 @@ def test_a_preempted_worker_is_requeued_and_resumes_into_the_same_run(project: P
         while signalled is None and time.monotonic() < deadline and session.poll() is None:
             time.sleep(0.5)
             try:
-                trials = optuna.load_study(study_name="preempt", storage=storage).get_trials(deepcopy=False)
+                trials = load_study("preempt", storage).get_trials(deepcopy=False)
             except KeyError:
                 continue
             if trials and trials[0].state == TrialState.RUNNING and trials[0].intermediate_values:
@@ -96,7 +95,7 @@ def test_a_preempted_worker_is_requeued_and_resumes_into_the_same_run(project: P
             session.kill()
     assert signalled is not None, output[-3000:]
     assert session.returncode == 0, output[-4000:]
-    (trial,) = optuna.load_study(study_name="preempt", storage=storage).get_trials(deepcopy=False)
+    (trial,) = load_study("preempt", storage).get_trials(deepcopy=False)
     assert trial.state == TrialState.COMPLETE, "the same trial finished after the requeue"
     client = MlflowClient(server_lab.tracking_uri)
     experiment = client.get_experiment_by_name("preempt")
@@ -126,7 +125,7 @@ def test_a_cancelled_array_task_has_its_trial_retried_from_the_checkpoint(projec
         while cancelled is None and time.monotonic() < deadline and session.poll() is None:
             time.sleep(0.5)
             try:
-                study = optuna.load_study(study_name="cancel", storage=storage)
+                study = load_study("cancel", storage)
             except KeyError:
                 continue
             tasks = dict(enumerate(job for _, job in study.user_attrs.get("slurm_array", [])))
@@ -143,7 +142,7 @@ def test_a_cancelled_array_task_has_its_trial_retried_from_the_checkpoint(projec
         if session.poll() is None:
             session.kill()
     assert cancelled is not None, output[-3000:]
-    trials = optuna.load_study(study_name="cancel", storage=storage).get_trials(deepcopy=False)
+    trials = load_study("cancel", storage).get_trials(deepcopy=False)
     assert sum(t.state in FINISHED for t in trials) == 5, [(t.number, t.state.name) for t in trials]
     assert trials[cancelled.number].state == TrialState.FAIL
     (retry,) = [t for t in trials if t.user_attrs.get("retry_of") == cancelled.number]

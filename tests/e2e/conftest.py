@@ -5,12 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from project_copy import ROOT, copy_project
-
-# Test modules import ``ROOT``/``CONF`` with ``from conftest import ...``; in one pytest process the
-# name ``conftest`` may resolve to this file instead of tests/conftest.py, so it offers the same names.
-CONF = ROOT / "conf"
-__all__ = ["CONF", "ROOT", "project"]
+from project_copy import copy_project
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -23,25 +24,31 @@ def _commit(project: Path, message: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def repro(project: Path) -> subprocess.CompletedProcess:
+def repro(project: Path) -> SimpleNamespace:
+    """The first `dvc repro` and what it left, read at once: later tests (`dvc exp run`) change the workspace."""
+    from labline.core.io import md5_file
+
     assert run_cli(project, "labline", "params", *TINY).returncode == 0
     result = run_cli(project, "dvc", "repro", timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
+    reports = project / "reports"
+    return SimpleNamespace(stdout=result.stdout, run_id=json.loads((project / "models" / "run.json").read_text())["run_id"],
+                           metrics=json.loads((reports / "metrics.json").read_text()),
+                           matrix=json.loads((reports / "confusion_matrix.json").read_text())["matrix"],
+                           curves=(reports / "curves.csv").read_text().splitlines(),
+                           data_md5=md5_file(project / "data" / "processed" / "digits.npz"),
+                           lock=yaml.safe_load((project / "dvc.lock").read_text()))
 
 
-def test_repro_runs_every_stage_and_writes_metrics(project: Path, repro: subprocess.CompletedProcess) -> None:
+def test_repro_runs_every_stage_and_writes_metrics(project: Path, repro: SimpleNamespace) -> None:
     for stage in ("prepare", "split", "preprocess", "train", "evaluate"):
         assert f"Running stage '{stage}'" in repro.stdout, stage
-    metrics = json.loads((project / "reports" / "metrics.json").read_text())
-    assert 0.5 < metrics["test_accuracy"] <= 1.0 and 0.0 < metrics["test_f1_macro"] <= 1.0
-    cm = json.loads((project / "reports" / "confusion_matrix.json").read_text())
-    assert sum(map(sum, cm["matrix"])) == 360, "the 20% test split of 1797 digits"
-    curves = (project / "reports" / "curves.csv").read_text().splitlines()
-    assert curves[0].startswith("epoch,") and len(curves) == 3
+    assert 0.5 < repro.metrics["test_accuracy"] <= 1.0 and 0.0 < repro.metrics["test_f1_macro"] <= 1.0
+    assert sum(map(sum, repro.matrix)) == 360, "the 20% test split of 1797 digits"
+    assert repro.curves[0].startswith("epoch,") and len(repro.curves) == 3
 
 
-def test_split_is_disjoint_stratified_60_20_20(project: Path, repro: subprocess.CompletedProcess) -> None:
+def test_split_is_disjoint_stratified_60_20_20(project: Path, repro: SimpleNamespace) -> None:
     import numpy as np
 
     parts = {p: np.loadtxt(project / "data" / "splits" / "digits" / f"{p}.txt", dtype=int) for p in ("train", "val", "test")}
@@ -53,31 +60,28 @@ def test_split_is_disjoint_stratified_60_20_20(project: Path, repro: subprocess.
         assert np.abs(counts - np.bincount(y, minlength=10) / len(y)).max() < 0.01
 
 
-def test_one_mlflow_run_holds_training_and_test(project: Path, repro: subprocess.CompletedProcess) -> None:
+def test_one_mlflow_run_holds_training_and_test(project: Path, repro: SimpleNamespace) -> None:
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
-    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
-    assert len(runs) == 1
-    (run,) = runs
+    run = client.get_run(repro.run_id)
     assert run.info.status == "FINISHED"
-    assert "test_accuracy" in run.data.metrics and "val/acc" in run.data.metrics
+    assert run.data.metrics["test_accuracy"] == repro.metrics["test_accuracy"], "evaluate tested the run train made"
+    assert "val/acc" in run.data.metrics
     assert run.data.tags["pipeline"] == "dvc"
-    lock = yaml.safe_load((project / "dvc.lock").read_text())
-    processed = next(d for d in lock["stages"]["train"]["deps"] if d["path"] == "data/processed")
+    processed = next(d for d in repro.lock["stages"]["train"]["deps"] if d["path"] == "data/processed")
     assert processed["md5"], "dvc.lock records the data hash"
-    data_file = project / "data" / "processed" / "digits.npz"
-    from labline.core.io import md5_file
-
-    assert run.data.tags["data_md5"] == md5_file(data_file), "the run records the md5 of the exact data file it read"
+    assert run.data.tags["data_md5"] == repro.data_md5, "the run records the md5 of the exact data file it read"
 
 
-def test_second_repro_does_nothing(project: Path, repro: subprocess.CompletedProcess) -> None:
+def test_second_repro_does_nothing(project: Path, repro: SimpleNamespace) -> None:
+    settled = run_cli(project, "dvc", "repro", timeout=600)  # brings back whatever an earlier `dvc exp run` changed
+    assert settled.returncode == 0, settled.stdout[-2000:] + settled.stderr[-2000:]
     result = run_cli(project, "dvc", "repro")
     assert result.returncode == 0
     assert "Running stage" not in result.stdout
     assert "up to date" in result.stdout
 
 
-def test_exp_run_with_hydra_override_reruns_only_train_and_evaluate(project: Path, repro: subprocess.CompletedProcess) -> None:
+def test_exp_run_with_hydra_override_reruns_only_train_and_evaluate(project: Path, repro: SimpleNamespace) -> None:
     _commit(project, "baseline")
     result = run_cli(project, "dvc", "exp", "run", "-S", "optimizer=sgd", "-S", "trainer.max_epochs=2", "-S", "threads=1",
                      timeout=600)
@@ -93,7 +97,7 @@ def test_exp_run_with_hydra_override_reruns_only_train_and_evaluate(project: Pat
     assert "torch.optim.SGD" in text and "test_accuracy" in text
 
 
-def test_exp_changing_preprocessing_reruns_from_preprocess(project: Path, repro: subprocess.CompletedProcess) -> None:
+def test_exp_changing_preprocessing_reruns_from_preprocess(project: Path, repro: SimpleNamespace) -> None:
     result = run_cli(project, "dvc", "exp", "run", "-S", "preprocess=minmax", "-S", "trainer.max_epochs=2", "-S", "threads=1",
                      timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -81,9 +81,12 @@ def test_pruning_study_with_a_failing_trial(project: Path) -> None:
 def test_killed_study_resumes_to_exactly_n_trials(project: Path) -> None:
     args = ["labline", "train", "-m", *TINY, "threads=1", "hydra.sweeper.study_name=resume", "hydra.sweeper.n_trials=3",
             "hydra.sweeper.heartbeat_interval=1"]
-    first = subprocess.Popen([str(BIN / args[0]), *args[1:]], cwd=project, env=project_env(project),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = project / "killed-session.log"
+    with log.open("w") as out:
+        first = subprocess.Popen([str(BIN / args[0]), *args[1:]], cwd=project, env=project_env(project), stdout=out,
+                                 stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 500
+    alive_at_kill = False
     try:
         while time.monotonic() < deadline and first.poll() is None:
             time.sleep(1)
@@ -97,11 +100,16 @@ def test_killed_study_resumes_to_exactly_n_trials(project: Path) -> None:
                     for t in trials):
                 break
     finally:
+        alive_at_kill = first.poll() is None
         first.kill()  # SIGKILL: no handler runs, the trial in flight stays RUNNING in the storage
         first.wait()
     before = _study(project, "resume").trials
-    assert 1 <= sum(t.state in FINISHED for t in before) < 3
-    (in_flight,) = [t for t in before if t.state == TrialState.RUNNING]
+    states = [(t.number, t.state.name) for t in before]
+    assert alive_at_kill, f"the session ended before it was killed: {states}\n{log.read_text()[-3000:]}"
+    assert 1 <= sum(t.state in FINISHED for t in before) < 3, states
+    running = [t for t in before if t.state == TrialState.RUNNING]
+    assert len(running) == 1, f"one trial in flight when killed: {states}\n{log.read_text()[-3000:]}"
+    (in_flight,) = running
     killed_run = in_flight.user_attrs["mlflow_run_id"]
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     assert client.get_run(killed_run).info.status == "RUNNING", "killed while its training run was open"
