@@ -125,9 +125,12 @@ def cross_validate(cfg: DictConfig, out_dir: Path, root: Path, test_refit: bool 
                 run_ids.append(previous.info.run_id)
                 continue
             result = run_task(fold_cfg, out_dir / f"fold_{i}", root, do_test=False if refit else None,
-                              context=RunContext(child_tags(parent, **extra, fold=str(i))))
+                              context=RunContext(child_tags(parent, **extra, fold=str(i)), quiet=True))
             run_ids.append(result["run_id"])
             monitor = result["monitor"]
+            value = result.get("best_value")
+            console.print(f"fold {i}/{n}: {monitor} {'-' if value is None else f'{value:.4f}'} (run {result['run_id']})",
+                          highlight=False)
         rows = _fold_metrics(parent, run_ids, monitor)
         summary = _summary(rows)
         summary["folds"] = n
