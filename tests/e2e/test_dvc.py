@@ -43,7 +43,7 @@ def repro(project: Path) -> SimpleNamespace:
 def test_repro_runs_every_stage_and_writes_metrics(project: Path, repro: SimpleNamespace) -> None:
     for stage in ("prepare", "split", "preprocess", "train", "evaluate"):
         assert f"Running stage '{stage}'" in repro.stdout, stage
-    assert 0.5 < repro.metrics["test_accuracy"] <= 1.0 and 0.0 < repro.metrics["test_f1_macro"] <= 1.0
+    assert 0.5 < repro.metrics["test/acc"] <= 1.0 and 0.0 < repro.metrics["test/f1_macro"] <= 1.0
     assert sum(map(sum, repro.matrix)) == 360, "the 20% test split of 1797 digits"
     assert repro.curves[0].startswith("epoch,") and len(repro.curves) == 3
 
@@ -64,7 +64,7 @@ def test_one_mlflow_run_holds_training_and_test(project: Path, repro: SimpleName
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     run = client.get_run(repro.run_id)
     assert run.info.status == "FINISHED"
-    assert run.data.metrics["test_accuracy"] == repro.metrics["test_accuracy"], "evaluate tested the run train made"
+    assert run.data.metrics["test/acc"] == repro.metrics["test/acc"], "evaluate tested the run train made"
     assert "val/acc" in run.data.metrics
     assert run.data.tags["pipeline"] == "dvc"
     processed = next(d for d in repro.lock["stages"]["train"]["deps"] if d["path"] == "data/processed")
@@ -94,7 +94,7 @@ def test_exp_run_with_hydra_override_reruns_only_train_and_evaluate(project: Pat
     shown = run_cli(project, "dvc", "exp", "show", "--json")
     assert shown.returncode == 0, shown.stderr
     text = shown.stdout
-    assert "torch.optim.SGD" in text and "test_accuracy" in text
+    assert "torch.optim.SGD" in text and "test/acc" in text
 
 
 def test_exp_changing_preprocessing_reruns_from_preprocess(project: Path, repro: SimpleNamespace) -> None:

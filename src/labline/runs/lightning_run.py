@@ -27,7 +27,7 @@ from labline.runs import resume
 from labline.runs.assembly import PreparedRun, prepare_run
 from labline.runs.context import NO_CONTEXT, RunContext
 from labline.runs.predictions import log_predictions, serving_as_test
-from labline.runs.records import config_hash, data_tags, default_run_name, option_names, test_metric_name
+from labline.runs.records import config_hash, data_tags, default_run_name, option_names
 from labline.runs.reports import classification_reports
 from labline.tracking.lifecycle import RunHandle, open_run
 
@@ -96,7 +96,7 @@ def test(run: PreparedRun, handle: RunHandle, checkpoint: Path, reports: Path) -
     """Evaluate the checkpoint on the test split once; write metrics (and what the task adds) to reports/ and MLflow."""
     results = run.trainer.test(run.task, datamodule=run.datamodule, ckpt_path=str(checkpoint), verbose=False,
                                weights_only=True)[0]
-    metrics = {test_metric_name(k): float(v) for k, v in results.items()}
+    metrics = {k: float(v) for k, v in results.items()}  # test/acc beside val/acc, as the task logs them
     write_json(metrics, reports / "metrics.json")
     handle.log_metrics(metrics)
     found = run.task.test_probabilities()

@@ -1,4 +1,4 @@
-"""What identifies a run and its results: config and split hashes, its name, metric names, provenance tags.
+"""What identifies a run and its results: config and split hashes, its name and options, provenance tags.
 
 Two runs with equal ``config_hash`` ran the same experiment; with equal ``split_hash`` they were tested on
 the same examples (what ensembles and comparisons check before combining them).
@@ -19,15 +19,6 @@ from labline.core.paths import config_dir
 from labline.data.datamodule import DataModule
 from labline.data.pipeline import ProcessedData
 from labline.data.semi import labeled_tags
-
-# Test metrics keep the names DVC metrics files and earlier runs use.
-METRIC_NAMES = {"test/acc": "test_accuracy", "test/f1_macro": "test_f1_macro", "test/loss": "test_loss"}
-
-
-def test_metric_name(key: str) -> str:
-    """``test/acc`` -> ``test_accuracy``; any other ``test/x`` -> ``test_x``."""
-    return METRIC_NAMES.get(key, key.replace("/", "_"))
-
 
 # The config groups whose chosen option names a run (and is logged as an ``option.<group>`` param).
 NAMED_GROUPS = ("data", "backbone", "optimizer")

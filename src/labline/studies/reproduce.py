@@ -21,7 +21,7 @@ from labline.runs.context import RunContext
 from labline.tracking import provenance
 from labline.tracking.store import open_store
 
-COMPARED = ("test_accuracy", "test_f1_macro", "test_loss")
+COMPARED = ("test/acc", "test/f1_macro", "test/loss")
 
 
 def drift(run: Any, root: Path, data_md5: str) -> list[str]:

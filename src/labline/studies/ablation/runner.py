@@ -70,7 +70,7 @@ def _check_budget(spec: AblationSpec, full: DictConfig) -> None:
     if spec.workers > 1 and spec.workers * threads > cores:
         raise ConfigError("workers", f"{spec.workers} workers x threads={threads} exceed the {cores} cores",
                           f"threads={max(1, cores // spec.workers)} (a training override) or fewer workers")
-    if spec.metric.startswith("test_") and not full.get("test_after_fit", True):
+    if spec.metric.startswith("test/") and not full.get("test_after_fit", True):
         raise ConfigError("metric", f"{spec.metric} is a test metric, but test_after_fit is false", "a val/ metric")
 
 

@@ -445,11 +445,11 @@ def _describe(trial: FrozenTrial, objectives: list[str]) -> str:
     if trial.state == TrialState.COMPLETE:
         outcome = _values(objectives, trial.values)
     elif trial.state == TrialState.PRUNED:
-        outcome = "pruned" + ("" if reported is None else f" at {objectives[0]}={reported:.6g}")
+        outcome = "" if reported is None else f"{objectives[0]}={reported:.6g} so far"
     else:
         outcome = trial.user_attrs.get("fail_reason", "interrupted")
     epochs = trial.user_attrs.get("epochs", max(trial.intermediate_values, default=0))
-    return f"trial {trial.number} {trial.state.name} {outcome} ({epochs} epochs) [{params}]"
+    return f"trial {trial.number} {trial.state.name} {outcome} ({epochs} epoch{'' if epochs == 1 else 's'}) [{params}]"
 
 
 def _values(objectives: list[str], values: list[float]) -> str:
