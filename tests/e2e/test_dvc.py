@@ -50,7 +50,6 @@ def test_repro_runs_every_stage_and_writes_metrics(project: Path, repro: SimpleN
 
 
 def test_split_is_disjoint_stratified_60_20_20(project: Path, repro: SimpleNamespace) -> None:
-
     parts = {p: np.loadtxt(project / "data" / "splits" / "digits" / f"{p}.txt", dtype=int) for p in ("train", "val", "test")}
     assert [len(parts[p]) for p in ("train", "val", "test")] == [1077, 360, 360]
     assert len(set(parts["train"]) | set(parts["val"]) | set(parts["test"])) == 1797
@@ -67,9 +66,22 @@ def test_one_mlflow_run_holds_training_and_test(project: Path, repro: SimpleName
     assert run.data.metrics["test/acc"] == repro.metrics["test/acc"], "evaluate tested the run train made"
     assert "val/acc" in run.data.metrics
     assert run.data.tags["pipeline"] == "dvc"
+    assert run.info.run_name == "dvc-digits-cnn-adam-seed0", "a DVC run is told apart from an ad-hoc one by its name"
+    assert run.data.tags["mlflow.note.content"] == "Made by: `labline stage train`"
     processed = next(d for d in repro.lock["stages"]["train"]["deps"] if d["path"] == "data/processed")
     assert processed["md5"], "dvc.lock records the data hash"
     assert run.data.tags["data_md5"] == repro.data_md5, "the run records the md5 of the exact arrays it read"
+
+
+def test_exp_and_metrics_show_fit_the_default_pipeline(project: Path, repro: SimpleNamespace) -> None:
+    shown = run_cli(project, "dvc", "exp", "show", "--csv")
+    assert shown.returncode == 0, shown.stderr
+    columns = shown.stdout.splitlines()[0].split(",")
+    assert not [c for c in columns if "distill" in c], "the distillation study's params stay out of the default view"
+    assert "test/acc" in columns and "optimizer._target_" in columns
+    metrics = run_cli(project, "dvc", "metrics", "show")
+    assert metrics.returncode == 0 and "failed" not in (metrics.stdout + metrics.stderr).lower(), metrics.stderr
+    assert "reports/metrics.json" in metrics.stdout
 
 
 def test_second_repro_does_nothing(project: Path, repro: SimpleNamespace) -> None:

@@ -42,7 +42,7 @@ def isolated_store(shared_store: Path, monkeypatch) -> Path:
     return shared_store
 
 
-def _only_run(client: MlflowClient, experiment: str = "labline"):
+def _only_run(client: MlflowClient, experiment: str = "shapes"):
     (run,) = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
     assert run.info.status == "FINISHED"
     return run
