@@ -33,7 +33,7 @@ def accuracy_table(client: MlflowClient, experiment: str) -> None:
     for (name, labeled), members in sorted(groups.items()):
         members.sort(key=lambda r: int(r.data.tags["seed"]))
         hashes = ", ".join(f"{r.data.tags['seed']}:{r.data.tags.get('labels_hash', '-')[:6]}" for r in members)
-        print(f"| {name} | {labeled} | {len(members)} | {_fmt([r.data.metrics['test_accuracy'] for r in members])} | {hashes} |")
+        print(f"| {name} | {labeled} | {len(members)} | {_fmt([r.data.metrics['test/acc'] for r in members])} | {hashes} |")
 
 
 def collapse_table(client: MlflowClient) -> None:
@@ -43,8 +43,8 @@ def collapse_table(client: MlflowClient) -> None:
     print("| --- | --- | --- | --- | --- | --- |")
     for run in sorted((r for r in runs if "ablation_variant" in r.data.tags), key=lambda r: r.data.tags["ablation_variant"]):
         m = run.data.metrics
-        print(f"| {run.data.tags['ablation_variant']} | {run.data.tags['seed']} | {m['test_knn_acc']:.3f} | "
-              f"{m['test_linear_probe_acc']:.3f} | {m['train/teacher_entropy']:.3f} | {m['train/teacher_student_kl']:.3f} |")
+        print(f"| {run.data.tags['ablation_variant']} | {run.data.tags['seed']} | {m['test/knn_acc']:.3f} | "
+              f"{m['test/linear_probe_acc']:.3f} | {m['train/teacher_entropy']:.3f} | {m['train/teacher_student_kl']:.3f} |")
 
 
 if __name__ == "__main__":

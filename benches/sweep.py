@@ -100,7 +100,7 @@ def retrain(params: dict, root: Path, env: dict, args: argparse.Namespace) -> li
     for run in runs:
         best_epoch = int(run.data.tags["best_epoch"])
         val = next(m.value for m in client.get_metric_history(run.info.run_id, "val/acc") if m.step == best_epoch)
-        scores.append((val, run.data.metrics["test_accuracy"]))
+        scores.append((val, run.data.metrics["test/acc"]))
     if len(scores) != len(args.retrain_seeds):
         raise SystemExit(f"retraining {params}: {len(scores)} runs recorded, expected {len(args.retrain_seeds)}")
     return scores

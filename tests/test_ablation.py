@@ -149,7 +149,7 @@ def test_plan_rejects_components_that_do_nothing_or_do_not_compose(words: list[s
 
 
 def test_partial_study_table_shows_how_many_runs_are_in() -> None:
-    planned = {"name": "t", "design": "leave_one_out", "metric": "test_accuracy", "mode": "max", "components": ["a"],
+    planned = {"name": "t", "design": "leave_one_out", "metric": "test/acc", "mode": "max", "components": ["a"],
                "seeds": [0, 1], "folds": None, "variants": [{"name": "full", "removed": []}, {"name": "no_a", "removed": ["a"]}]}
     runs = [RunRecord("full", 0, None, "h1", "r1", 0.9), RunRecord("no_a", 0, None, "h2", "r2", 0.8),
             RunRecord("full", 1, None, "h3", "r3", 0.92), RunRecord("no_a", 1, None, "h4", None, None)]
@@ -203,7 +203,7 @@ def test_removing_every_distillation_term_at_once_is_refused_not_trained_on_an_e
 
 def test_a_blank_p_value_says_why() -> None:
     """One pair (no test possible) and equal paired differences (t undefined) are told apart under the table."""
-    planned = {"name": "t", "design": "leave_one_out", "metric": "test_accuracy", "mode": "max", "components": ["a", "b"],
+    planned = {"name": "t", "design": "leave_one_out", "metric": "test/acc", "mode": "max", "components": ["a", "b"],
                "seeds": [0, 1], "folds": None,
                "variants": [{"name": "full", "removed": []}, {"name": "no_a", "removed": ["a"]},
                             {"name": "no_b", "removed": ["b"]}]}

@@ -18,7 +18,7 @@ def test_two_workers_give_the_same_table_as_one_process(tmp_path) -> None:
     parallel = run_ablation(load([*words, "name=tiny_parallel", "workers=2"])[0], tmp_path)
     serial = run_ablation(load([*words, "name=tiny_serial"])[0], tmp_path)
     client = MlflowClient(tracking_uri())
-    experiment = client.get_experiment_by_name("labline").experiment_id
+    experiment = client.get_experiment_by_name("digits").experiment_id
     (parent,) = client.search_runs([experiment], "tags.ablation = 'tiny_parallel' and tags.role = 'ablation'")
     children = client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     assert sorted(c.data.tags["ablation_variant"] for c in children) == ["full", "no_dropout"]

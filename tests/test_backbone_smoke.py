@@ -28,11 +28,11 @@ def test_backbone_trains_one_epoch(compose, tmp_path, name, data):
     cfg = compose(f"backbone={name}", f"data={data}", *SHORT_RUN)
     metrics = train_and_test(cfg, tmp_path, ROOT)
 
-    scores = {k: v for k, v in metrics.items() if k.startswith("test_")}
-    assert {"test_accuracy", "test_loss"} <= set(scores)
+    scores = {k: v for k, v in metrics.items() if k.startswith("test/")}
+    assert {"test/acc", "test/loss"} <= set(scores)
     assert all(math.isfinite(v) for v in scores.values()), scores
-    assert all(0.0 <= v <= 1.0 for k, v in scores.items() if k != "test_loss"), scores
+    assert all(0.0 <= v <= 1.0 for k, v in scores.items() if k != "test/loss"), scores
     run = MlflowClient(tracking_uri()).get_run(metrics["run_id"])
     assert run.info.status == "FINISHED"
     assert run.data.params["backbone._target_"] == cfg.backbone._target_
-    assert run.data.metrics["test_accuracy"] == pytest.approx(scores["test_accuracy"])
+    assert run.data.metrics["test/acc"] == pytest.approx(scores["test/acc"])

@@ -45,17 +45,17 @@ def test_every_estimator_lands_in_mlflow_like_a_neural_run(compose, tmp_path) ->
         assert run.info.status == "FINISHED", option
         assert tags <= set(run.data.tags), (option, tags - set(run.data.tags))
         assert run.data.tags["split_hash"] == reference.data.tags["split_hash"], option
-        test_keys = {k for k in run.data.metrics if k.startswith("test_")}
-        assert {"test_accuracy", "test_f1_macro"} <= test_keys, option
+        test_keys = {k for k in run.data.metrics if k.startswith("test/")}
+        assert {"test/acc", "test/f1_macro"} <= test_keys, option
         if option != "sklearn_kmeans":
             assert test_keys <= set(reference.data.metrics), (option, test_keys - set(reference.data.metrics))
-            assert "val/acc" in run.data.metrics and "test_loss" in test_keys, option
+            assert "val/acc" in run.data.metrics and "test/loss" in test_keys, option
         assert artifacts <= _artifacts(client, run.info.run_id), option
         assert (tmp_path / option / "metrics.json").exists()
         assert not any(k.startswith(("optimizer.", "backbone.", "trainer.")) for k in run.data.params), option
     kmeans = client.get_run(result["run_id"]).data.metrics
-    assert {"test_ari", "test_nmi", "test_matched_acc", "val/ari"} <= set(kmeans)
-    assert kmeans["test_ari"] > 0.55, "k-means on digits reaches an ARI of about 0.67 (PITFALLS.md)"
+    assert {"test/ari", "test/nmi", "test/matched_acc", "val/ari"} <= set(kmeans)
+    assert kmeans["test/ari"] > 0.55, "k-means on digits reaches an ARI of about 0.67 (PITFALLS.md)"
 
 
 def test_knn_reaches_the_expected_accuracy(compose, tmp_path) -> None:
@@ -69,12 +69,12 @@ def test_knn_reaches_the_expected_accuracy(compose, tmp_path) -> None:
     data = load_processed(cfg, ROOT)
     flat, (train, test) = data.x.reshape(len(data.x), -1), (data.parts["train"], data.parts["test"])
     expected = KNeighborsClassifier().fit(flat[train], data.y[train]).score(flat[test], data.y[test])
-    assert result["test_accuracy"] == pytest.approx(expected, abs=1e-12) and 0.95 < expected < 0.99
+    assert result["test/acc"] == pytest.approx(expected, abs=1e-12) and 0.95 < expected < 0.99
     assert result["monitor"] == "val/acc" and result["best_value"] > 0.95
     untested = train_job(compose("task=sklearn", "test_after_fit=false", *COMMON), tmp_path / "untested", ROOT)
     client = MlflowClient(tracking_uri())
     assert _artifacts(client, untested["run_id"], "predictions") == {"predictions/val.npz"}
-    assert "test_accuracy" not in untested
+    assert "test/acc" not in untested
     with np.load(client.download_artifacts(untested["run_id"], "predictions/val.npz", str(tmp_path / "dl"))) as val:
         assert np.array_equal(val["index"], load_processed(cfg, ROOT).parts["val"])
         assert np.mean(val["probs"].argmax(1) == val["targets"]) == pytest.approx(result["best_value"])

@@ -20,22 +20,22 @@ def _run(name: str, tags: dict[str, str], metrics: dict[str, float], experiment:
 
 
 def test_runs_are_listed_newest_first_with_their_kind_task_and_headline() -> None:
-    old = _run("plain", {"dataset": "digits"}, {"test_accuracy": 0.9})
+    old = _run("plain", {"dataset": "digits"}, {"test/acc": 0.9})
     trial = _run("t0", {"optuna_trial": "0", "dataset": "digits"}, {})
-    variant = _run("v", {"ablation_variant": "no_dropout", "dataset": "shapes"}, {"test_accuracy": 0.8})
+    variant = _run("v", {"ablation_variant": "no_dropout", "dataset": "shapes"}, {"test/acc": 0.8})
     rows = list_runs(open_store())
     assert [r.run_id for r in rows] == [variant, trial, old]
     assert [r.kind for r in rows] == ["variant no_dropout", "trial 0", "training"]
-    assert rows[2].task == "MyTask" and (rows[2].metric, rows[2].value) == ("test_accuracy", 0.9)
+    assert rows[2].task == "MyTask" and (rows[2].metric, rows[2].value) == ("test/acc", 0.9)
     assert rows[1].value is None, "an untested trial without a best epoch has no headline"
 
 
 def test_filters_and_limit() -> None:
-    digits = _run("a", {"dataset": "digits"}, {"test_accuracy": 0.9})
-    _run("b", {"dataset": "shapes"}, {"test_accuracy": 0.7})
-    _run("c", {"dataset": "digits"}, {"test_accuracy": 0.5}, experiment="other")
+    digits = _run("a", {"dataset": "digits"}, {"test/acc": 0.9})
+    _run("b", {"dataset": "shapes"}, {"test/acc": 0.7})
+    _run("c", {"dataset": "digits"}, {"test/acc": 0.5}, experiment="other")
     assert [r.run_id for r in list_runs(open_store(), experiment="cat", tags=["dataset=digits"])] == [digits]
-    assert len(list_runs(open_store(), filter_string="metrics.test_accuracy > 0.6")) == 2
+    assert len(list_runs(open_store(), filter_string="metrics.`test/acc` > 0.6")) == 2
     assert len(list_runs(open_store(), limit=1)) == 1
     assert list_runs(open_store(), status="failed") == []
 

@@ -14,8 +14,8 @@ from testroot import ROOT
 
 SHORT = ["trainer.max_epochs=1", "+trainer.limit_train_batches=3", "+trainer.limit_val_batches=2",
          "+trainer.limit_test_batches=2", "threads=1", "trainer.enable_progress_bar=false", "logger.experiment_name=tests"]
-METRICS = {"test_accuracy", "test_f1_macro", "test_loss", "test_f1_micro", "test_precision_macro", "test_recall_macro",
-           "test_acc_top5", "test_auroc_macro", "test_ap_macro"}
+METRICS = {"test/acc", "test/f1_macro", "test/loss", "test/f1_micro", "test/precision_macro", "test/recall_macro",
+           "test/acc_top5", "test/auroc_macro", "test/ap_macro"}
 
 
 @pytest.fixture(scope="module")
@@ -36,10 +36,10 @@ def isolated_store(module_store, monkeypatch):
                          ids=["focal", "label_smoothing", "bce", "multitask"])
 def test_short_training_gives_finite_metrics_and_a_weights_only_checkpoint(compose, tmp_path, overrides: list[str]) -> None:
     result = train_and_test(compose(*overrides, *SHORT), tmp_path, ROOT)
-    metrics = {k: v for k, v in result.items() if k.startswith("test_")}
+    metrics = {k: v for k, v in result.items() if k.startswith("test/")}
     assert METRICS <= set(metrics)
     assert all(math.isfinite(v) for v in metrics.values()), metrics
-    assert 0.0 <= metrics["test_accuracy"] <= metrics["test_acc_top5"] <= 1.0
+    assert 0.0 <= metrics["test/acc"] <= metrics["test/acc_top5"] <= 1.0
     curves = (tmp_path / "curves.csv").read_text().splitlines()[0].split(",")
     assert {"train/acc", "train/f1_micro", "val/acc", "val/loss", "val/auroc_macro"} <= set(curves)
     assert "train/auroc_macro" not in curves
@@ -47,9 +47,9 @@ def test_short_training_gives_finite_metrics_and_a_weights_only_checkpoint(compo
     assert hparams["top_k"] == 5 and hparams["num_classes"] == 10
     assert not {"backbone", "head", "loss", "optimizer"} & set(hparams)
     if "experiment=digits_multitask" in overrides:
-        assert {"test_loss_class", "test_loss_parity", "test_loss_high"} <= set(metrics)
-        weighted = metrics["test_loss_class"] + 0.5 * metrics["test_loss_parity"] + 0.5 * metrics["test_loss_high"]
-        assert metrics["test_loss"] == pytest.approx(weighted, rel=1e-4)
+        assert {"test/loss_class", "test/loss_parity", "test/loss_high"} <= set(metrics)
+        weighted = metrics["test/loss_class"] + 0.5 * metrics["test/loss_parity"] + 0.5 * metrics["test/loss_high"]
+        assert metrics["test/loss"] == pytest.approx(weighted, rel=1e-4)
 
 
 def test_top_k_comes_from_the_task_config(compose) -> None:

@@ -44,10 +44,10 @@ def test_three_folds_then_refit_log_children_and_the_fold_aggregate(compose, tmp
     assert metrics["val/acc_mean"] == pytest.approx(statistics.mean(values))
     assert metrics["val/acc_std"] == pytest.approx(statistics.stdev(values))
     assert result["best_value"] == pytest.approx(statistics.mean(values)), "a sweep optimises the mean fold score"
-    assert not any(k.startswith("test_") for c in folds for k in c.data.metrics), "with refit the folds never see the test set"
+    assert not any(k.startswith("test/") for c in folds for k in c.data.metrics), "with refit the folds never see the test set"
     epochs = round(statistics.mean(int(c.data.tags["best_epoch"]) for c in folds) + 1)
     assert metrics["refit_epochs"] == epochs and refit.data.params["trainer.max_epochs"] == str(epochs)
-    assert metrics["refit_test_accuracy"] == refit.data.metrics["test_accuracy"] == result["test_accuracy"]
+    assert metrics["refit/test/acc"] == refit.data.metrics["test/acc"] == result["test/acc"]
     assert parent.data.tags["refit_run_id"] == refit.info.run_id
 
 
@@ -56,8 +56,8 @@ def test_an_interrupted_cross_validation_resumes_without_retraining_finished_fol
     first = train_job(cfg, tmp_path / "a", ROOT)
     client = MlflowClient(tracking_uri())
     children = _children(client, first["run_id"])
-    assert all("test_accuracy" in c.data.metrics for c in children), "without refit each fold model is tested"
-    assert first["test_accuracy"] == pytest.approx(statistics.mean(c.data.metrics["test_accuracy"] for c in children))
+    assert all("test/acc" in c.data.metrics for c in children), "without refit each fold model is tested"
+    assert first["test/acc"] == pytest.approx(statistics.mean(c.data.metrics["test/acc"] for c in children))
     # as if the process had died while fold 1 trained: the parent is not finished and fold 1 did not finish
     lost = next(c for c in children if c.data.tags["fold"] == "1")
     client.set_terminated(lost.info.run_id, "FAILED")
@@ -96,13 +96,13 @@ def test_a_scikit_learn_task_cross_validates_like_a_network(compose, tmp_path) -
     assert [c.data.tags["fold"] for c in children] == ["0", "1", "2"]
     assert all(c.info.status == "FINISHED" and c.data.tags["estimator"].endswith("KNeighborsClassifier") for c in children)
     val = [c.data.metrics["val/acc"] for c in children]
-    test = [c.data.metrics["test_accuracy"] for c in children]
+    test = [c.data.metrics["test/acc"] for c in children]
     assert len(set(val)) > 1, "each fold validates on its own part"
     metrics = parent.data.metrics
     assert metrics["val/acc_mean"] == pytest.approx(statistics.mean(val)) == result["best_value"]
     assert metrics["val/acc_std"] == pytest.approx(statistics.stdev(val))
-    assert metrics["test_accuracy_mean"] == pytest.approx(statistics.mean(test)) == result["test_accuracy"]
-    assert metrics["folds"] == 3 and 0.9 < metrics["test_accuracy_mean"] <= 1.0
+    assert metrics["test/acc_mean"] == pytest.approx(statistics.mean(test)) == result["test/acc"]
+    assert metrics["folds"] == 3 and 0.9 < metrics["test/acc_mean"] <= 1.0
 
 
 def test_a_scikit_learn_refit_fits_all_non_test_data_and_only_it_is_tested(compose, tmp_path) -> None:
@@ -112,9 +112,9 @@ def test_a_scikit_learn_refit_fits_all_non_test_data_and_only_it_is_tested(compo
     children = _children(client, parent.info.run_id)
     (refit,) = [c for c in children if c.data.tags["fold"] == "all"]
     folds = [c for c in children if c.data.tags["fold"] != "all"]
-    assert len(folds) == 3 and not any(k.startswith("test_") for c in folds for k in c.data.metrics)
+    assert len(folds) == 3 and not any(k.startswith("test/") for c in folds for k in c.data.metrics)
     assert refit.data.params["split.fold"] == "all" and "val/acc" not in refit.data.metrics, "nothing left to validate on"
-    assert parent.data.metrics["refit_test_accuracy"] == refit.data.metrics["test_accuracy"] == result["test_accuracy"]
+    assert parent.data.metrics["refit/test/acc"] == refit.data.metrics["test/acc"] == result["test/acc"]
     assert "refit_epochs" not in parent.data.metrics, "a scikit-learn estimator has no epochs"
     assert parent.data.tags["refit_run_id"] == refit.info.run_id == result["refit_run_id"]
 
@@ -136,7 +136,7 @@ def test_dvc_train_stage_cross_validates_then_evaluate_tests_the_refit(compose, 
     assert (models / recorded["checkpoint"]).is_file() and recorded["checkpoint"].startswith("refit/")
     children = _children(client, parent.info.run_id)
     assert len(children) == 4 and all(r.data.tags["pipeline"] == "dvc" for r in (parent, *children))
-    assert not any(k.startswith("test_") for r in children for k in r.data.metrics), "train never tests, evaluate does"
+    assert not any(k.startswith("test/") for r in children for k in r.data.metrics), "train never tests, evaluate does"
     # dvc plots: the refit has no validation curve, so reports/curves.csv is the folds' mean per epoch
     with open(reports / "curves.csv") as fh:
         mean = list(csv.DictReader(fh))
@@ -149,7 +149,7 @@ def test_dvc_train_stage_cross_validates_then_evaluate_tests_the_refit(compose, 
         assert float(mean[1][key]) == pytest.approx(statistics.mean(float(f[1][key]) for f in folds)), key
     run_stage("evaluate", cfg, tmp_path)
     metrics = json.loads((reports / "metrics.json").read_text())
-    assert client.get_run(refit.info.run_id).data.metrics["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
+    assert client.get_run(refit.info.run_id).data.metrics["test/acc"] == pytest.approx(metrics["test/acc"])
     assert sum(map(sum, json.loads((reports / "confusion_matrix.json").read_text())["matrix"])) == 360, "the 20% test part"
 
 

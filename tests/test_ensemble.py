@@ -144,7 +144,7 @@ def test_ensemble_run_links_its_members(tmp_path) -> None:
     assert run.data.params["method"] == "weighted" and run.data.params["members"] == ",".join(ids)
     assert run.data.params["weights"] == "[0.9, 0.8, 0.7]"
     # the confident third member outweighs the two others on sample 0: an ensemble can lose to its best member
-    assert run.data.metrics["test_accuracy"] == 0.5 and run.data.metrics["members_best_test_accuracy"] == 1.0
+    assert run.data.metrics["test/acc"] == 0.5 and run.data.metrics["members_best_test_accuracy"] == 1.0
     assert (tmp_path / "outputs").exists()
     assert {"val/acc", "val/loss"} <= set(run.data.metrics)  # every member saved the same validation samples
     found = run_ensemble([], "tags.dataset = 'toy'", "average", None, tmp_path)
@@ -155,7 +155,7 @@ def test_ensemble_run_links_its_members(tmp_path) -> None:
     run = MlflowClient(tracking_uri()).get_run(fitted["run_id"])
     weights = json.loads(run.data.params["weights"])
     assert run.data.params["weights_from"] == "val" and weights[0] > 0.99 and sum(weights) == pytest.approx(1.0, abs=1e-5)
-    assert fitted["test_accuracy"] == 1.0 and fitted["val/acc"] == 1.0
+    assert fitted["test/acc"] == 1.0 and fitted["val/acc"] == 1.0
     assert fitted["val/loss"] <= _log_loss(VAL_PROBS.mean(0), VAL_TARGETS)
     saved = MlflowClient(tracking_uri()).download_artifacts(fitted["run_id"], "predictions/val.npz", str(tmp_path / "dl"))
     with np.load(saved) as val:

@@ -91,4 +91,4 @@ def test_glyphs_train_a_plain_classifier(compose, tmp_path) -> None:
     result = train_and_test(cfg, tmp_path / "out", tmp_path)
     run = MlflowClient(tracking_uri()).get_run(result["run_id"])
     assert run.info.status == "FINISHED" and run.data.tags["dataset"] == "glyphs"
-    assert 0.0 <= result["test_accuracy"] <= 1.0
+    assert 0.0 <= result["test/acc"] <= 1.0

@@ -95,7 +95,7 @@ def test_nonfinite_skip_drops_the_batch_and_counts_it(compose, tmp_path) -> None
     run = _client().get_run(result["run_id"])
     assert run.info.status == "FINISHED"
     assert run.data.tags["skipped_batches"] == "1"
-    assert 0.0 < result["test_accuracy"] <= 1.0
+    assert 0.0 < result["test/acc"] <= 1.0
 
 
 @pytest.mark.parametrize(("bad", "flagged"), [(float("nan"), True), (-float("inf"), True), (1e30, False)])
@@ -137,7 +137,7 @@ def test_sigterm_stops_cleanly_and_the_same_config_resumes_to_identical_metrics(
     assert not resume.pointer(ROOT, config_hash(to_plain(cfg))).exists()
 
     fresh = train_and_test(compose(*FAST, "trainer.max_epochs=4", "resume=false"), tmp_path / "fresh", ROOT)
-    for key in ("test_accuracy", "test_loss"):
+    for key in ("test/acc", "test/loss"):
         assert resumed[key] == fresh[key], key
 
 

@@ -103,7 +103,7 @@ class _Reporter:
 @pytest.mark.parametrize(
     ("result", "needle"),
     [({"best_value": math.nan}, "nan"), ({"best_value": math.inf}, "inf"), ({"best_value": None}, "None"),
-     ({"test_accuracy": 0.9}, "not among the job's results")],
+     ({"test/acc": 0.9}, "not among the job's results")],
 )
 def test_unusable_objective_fails_the_trial_with_its_reason(result: dict, needle: str) -> None:
     active = ActiveTrial(trial=None, study_name="s", prune=True, measure_complexity=False, reporter=_Reporter())

@@ -34,9 +34,9 @@ def test_same_seed_same_metrics_on_cpu(compose, tmp_path) -> None:
     first = train_and_test(compose(*FAST, "seed=0"), tmp_path / "a", ROOT)
     second = train_and_test(compose(*FAST, "seed=0"), tmp_path / "b", ROOT)
     other = train_and_test(compose(*FAST, "seed=1"), tmp_path / "c", ROOT)
-    keys = ("test_accuracy", "test_loss", "test_f1_macro")
+    keys = ("test/acc", "test/loss", "test/f1_macro")
     assert [first[k] for k in keys] == [second[k] for k in keys]
-    assert first["test_loss"] != other["test_loss"]
+    assert first["test/loss"] != other["test/loss"]
     assert first["run_id"] != second["run_id"]
 
 

@@ -74,7 +74,7 @@ def test_a_combined_run_trains_and_tests_with_finite_metrics(compose, tmp_path) 
                   "+trainer.limit_train_batches=3", "+trainer.limit_val_batches=2", "+trainer.limit_test_batches=2", "threads=1",
                   "trainer.enable_progress_bar=false", "logger.experiment_name=tests")
     metrics = train_and_test(cfg, tmp_path, ROOT)
-    assert math.isfinite(metrics["test_loss"]) and 0.0 <= metrics["test_accuracy"] <= 1.0
+    assert math.isfinite(metrics["test/loss"]) and 0.0 <= metrics["test/acc"] <= 1.0
     checkpoint = torch.load(next(tmp_path.rglob("*.ckpt")), weights_only=True)
     ema_state = next(v for k, v in checkpoint["callbacks"].items() if k.startswith(EMA.__qualname__))
     assert ema_state["updates"] == 3

@@ -166,7 +166,7 @@ def _ensemble(args: argparse.Namespace) -> None:
 
     result = run_ensemble(args.run_ids, args.filter, args.method, args.metric, workspace_root(), run_name=args.run_name,
                           weights=args.weights)
-    print(f"ensemble run {result['run_id']}: test_accuracy {result['test_accuracy']:.4f}")
+    print(f"ensemble run {result['run_id']}: test/acc {result['test/acc']:.4f}")
 
 
 def _distill_compare(args: argparse.Namespace) -> None:
@@ -219,7 +219,7 @@ def _parser() -> argparse.ArgumentParser:
     runs.add_argument("--experiment", help="only this MLflow experiment (default: all)")
     runs.add_argument("--status", help="RUNNING, FINISHED, FAILED or KILLED")
     runs.add_argument("--tag", action="append", default=[], help="KEY=VALUE, e.g. --tag dataset=digits (repeatable)")
-    runs.add_argument("--filter", help="any MLflow search filter, e.g. \"metrics.test_accuracy > 0.98\"")
+    runs.add_argument("--filter", help="any MLflow search filter, e.g. \"metrics.`test/acc` > 0.98\"")
     runs.add_argument("--limit", type=int, default=20, help="newest N runs (default 20)")
     runs.add_argument("--ids", action="store_true", help="print only the run ids, one per line")
     runs.set_defaults(func=_runs)
@@ -254,6 +254,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    from labline.reporting.console import quiet_libraries
+
+    quiet_libraries(verbose="verbose=true" in argv)  # before any library is imported: MLflow reads its level then
     handlers: dict[str, Callable[[Sequence[str]], None]] = {"train": _train, "ablate": _ablate, "report": _report}
     try:
         if argv and argv[0] in handlers:

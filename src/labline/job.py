@@ -12,12 +12,14 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from labline.core.config import name_dataset
 from labline.data.pipeline import is_resampling
 from labline.runs.dispatch import run_task
 from labline.studies.sweep.context import trial_context
 
 
 def train_job(cfg: DictConfig, out_dir: Path, root: Path) -> dict[str, Any]:
+    name_dataset(cfg)
     if is_resampling(cfg) and cfg.split.get("fold") is None:
         from labline.studies.crossval import cross_validate
 

@@ -75,7 +75,7 @@ def _train(cfg: DictConfig, root: Path) -> None:
     if pipeline.is_resampling(cfg):
         _cross_validate(cfg, models, root, reports)
         return
-    train_and_test(cfg, models, root, do_test=False, context=RunContext(TAGS))
+    train_and_test(cfg, models, root, do_test=False, context=RunContext(TAGS, kind="dvc"))
     reports.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(models / "curves.csv", reports / "curves.csv")
 

@@ -46,7 +46,7 @@ def test_table_has_one_row_per_variant_with_the_statistics_of_its_runs(project: 
     assert list(rows) == VARIANTS and len(runs) == 6
     value = {(r["variant"], r["seed"]): float(r["value"]) for r in runs}
     for run in [r for r in _search(project, "tags.ablation = 'tiny'") if "ablation_variant" in r.data.tags]:
-        assert value[(run.data.tags["ablation_variant"], run.data.tags["seed"])] == run.data.metrics["test_accuracy"]
+        assert value[(run.data.tags["ablation_variant"], run.data.tags["seed"])] == run.data.metrics["test/acc"]
     full = [value[("full", s)] for s in ("0", "1")]
     for name in VARIANTS:
         own = [value[(name, s)] for s in ("0", "1")]

@@ -26,9 +26,9 @@ def test_three_fold_train_logs_three_children_and_the_aggregate_on_the_parent(pr
                       key=lambda r: r.data.tags["fold"])
     assert [c.data.tags["fold"] for c in children] == ["0", "1", "2"] and len(runs) == 4
     assert all(r.info.status == "FINISHED" for r in runs)
-    tests = [c.data.metrics["test_accuracy"] for c in children]
-    assert parent.data.metrics["test_accuracy_mean"] == pytest.approx(statistics.mean(tests))
-    assert parent.data.metrics["test_accuracy_std"] == pytest.approx(statistics.stdev(tests))
+    tests = [c.data.metrics["test/acc"] for c in children]
+    assert parent.data.metrics["test/acc_mean"] == pytest.approx(statistics.mean(tests))
+    assert parent.data.metrics["test/acc_std"] == pytest.approx(statistics.stdev(tests))
     assert 0.0 < parent.data.metrics["val/acc_std"] and 0.3 < parent.data.metrics["val/acc_mean"] <= 1.0
     assert {a.path for a in client.list_artifacts(parent.info.run_id, "crossval")} == {"crossval/crossval.json"}
 

@@ -118,7 +118,7 @@ def test_mistake_is_one_line_exit_2_and_loses_nothing(project: Path, bad_files: 
     monkeypatch.chdir(project)
     earlier = project / "outputs"
     earlier.mkdir(exist_ok=True)
-    (earlier / "earlier_result.json").write_text('{"test_accuracy": 0.99}')
+    (earlier / "earlier_result.json").write_text('{"test/acc": 0.99}')
     (project / "params.yaml").touch()
     before_runs, before_outputs = _run_count(), _snapshot(project)
     capsys.readouterr()

@@ -27,13 +27,13 @@ def test_train_records_a_complete_mlflow_run(project: Path) -> None:
     result = run_cli(project, "labline", "train", "backbone=mlp", "optimizer=sgd", "optimizer.lr=0.05", *TINY,
                      "hydra.run.dir=outputs/cli-complete")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "test_accuracy" in result.stdout
+    assert "test/acc" in result.stdout
     run_id = json.loads((project / "outputs" / "cli-complete" / "run.json").read_text())["run_id"]
     (run,) = [r for r in _runs(project) if r.info.run_id == run_id]
     assert run.info.status == "FINISHED"
     assert run.data.params["optimizer.lr"] == "0.05"
     assert run.data.params["backbone._target_"] == "labline.models.backbones.mlp.MLP"
-    assert 0.5 < run.data.metrics["test_accuracy"] <= 1.0
+    assert 0.5 < run.data.metrics["test/acc"] <= 1.0
     tags = run.data.tags
     for key in ("git_commit", "git_dirty", "data_md5", "seed", "best_epoch", "stopped_epoch", "version.torch", "split_hash"):
         assert key in tags, key

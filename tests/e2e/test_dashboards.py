@@ -125,7 +125,7 @@ def _wait(driver, condition, seconds: float = 60) -> None:  # noqa: ANN001
 
 def test_the_experiment_opens_on_its_runs_with_trials_and_variants_nested(ui, tmp_path: Path) -> None:
     url, client = ui
-    experiment = client.get_experiment_by_name("labline")
+    experiment = client.get_experiment_by_name("digits")
     with browser() as driver:
         driver.get(model_training_url(url, experiment.experiment_id))
         _wait(driver, lambda: len(_names(driver)) >= 3)
@@ -133,7 +133,7 @@ def test_the_experiment_opens_on_its_runs_with_trials_and_variants_nested(ui, tm
         assert "/runs" in driver.current_url and "Token Usage" not in page, "the runs table, not the GenAI overview"
         close_side_panels(driver)
         top = _names(driver)
-        assert {"study-digits_cnn", "ablation-tiny", "digits-CNN-Adam-seed0"} <= set(top)
+        assert {"study-digits_cnn", "ablation-tiny", "digits-cnn-adam-seed0"} <= set(top)
         assert not any("trial" in name for name in top), "trials are nested under their study, not listed beside it"
         screenshot(driver, "mlflow_runs.png", tmp_path)
         for parent, child in (("study-digits_cnn", "digits_cnn-trial-"), ("ablation-tiny", "tiny-full-seed0")):
@@ -146,8 +146,8 @@ def test_the_experiment_opens_on_its_runs_with_trials_and_variants_nested(ui, tm
 
 def test_a_run_page_shows_its_learning_curves(ui, tmp_path: Path) -> None:
     url, client = ui
-    experiment = client.get_experiment_by_name("labline")
-    found = client.search_runs([experiment.experiment_id], "attributes.run_name = 'digits-CNN-Adam-seed0'")
+    experiment = client.get_experiment_by_name("digits")
+    found = client.search_runs([experiment.experiment_id], "attributes.run_name = 'digits-cnn-adam-seed0'")
     (run,) = [r for r in found if "pipeline" not in r.data.tags]  # the ad-hoc training, not the module's `dvc repro`
     with browser() as driver:
         driver.get(model_training_url(url, experiment.experiment_id, run.info.run_id, "model-metrics"))

@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
@@ -26,7 +27,7 @@ def _commit(project: Path, message: str) -> None:
 @pytest.fixture(scope="module")
 def repro(project: Path) -> SimpleNamespace:
     """The first `dvc repro` and what it left, read at once: later tests (`dvc exp run`) change the workspace."""
-    from labline.core.io import md5_file
+    from labline.data.pipeline import arrays_md5
 
     assert run_cli(project, "labline", "params", *TINY).returncode == 0
     result = run_cli(project, "dvc", "repro", timeout=600)
@@ -36,21 +37,19 @@ def repro(project: Path) -> SimpleNamespace:
                            metrics=json.loads((reports / "metrics.json").read_text()),
                            matrix=json.loads((reports / "confusion_matrix.json").read_text())["matrix"],
                            curves=(reports / "curves.csv").read_text().splitlines(),
-                           data_md5=md5_file(project / "data" / "processed" / "digits.npz"),
+                           data_md5=arrays_md5(*(np.load(project / "data" / "processed" / "digits.npz")[k] for k in "xy")),
                            lock=yaml.safe_load((project / "dvc.lock").read_text()))
 
 
 def test_repro_runs_every_stage_and_writes_metrics(project: Path, repro: SimpleNamespace) -> None:
     for stage in ("prepare", "split", "preprocess", "train", "evaluate"):
         assert f"Running stage '{stage}'" in repro.stdout, stage
-    assert 0.5 < repro.metrics["test_accuracy"] <= 1.0 and 0.0 < repro.metrics["test_f1_macro"] <= 1.0
+    assert 0.5 < repro.metrics["test/acc"] <= 1.0 and 0.0 < repro.metrics["test/f1_macro"] <= 1.0
     assert sum(map(sum, repro.matrix)) == 360, "the 20% test split of 1797 digits"
     assert repro.curves[0].startswith("epoch,") and len(repro.curves) == 3
 
 
 def test_split_is_disjoint_stratified_60_20_20(project: Path, repro: SimpleNamespace) -> None:
-    import numpy as np
-
     parts = {p: np.loadtxt(project / "data" / "splits" / "digits" / f"{p}.txt", dtype=int) for p in ("train", "val", "test")}
     assert [len(parts[p]) for p in ("train", "val", "test")] == [1077, 360, 360]
     assert len(set(parts["train"]) | set(parts["val"]) | set(parts["test"])) == 1797
@@ -64,12 +63,25 @@ def test_one_mlflow_run_holds_training_and_test(project: Path, repro: SimpleName
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     run = client.get_run(repro.run_id)
     assert run.info.status == "FINISHED"
-    assert run.data.metrics["test_accuracy"] == repro.metrics["test_accuracy"], "evaluate tested the run train made"
+    assert run.data.metrics["test/acc"] == repro.metrics["test/acc"], "evaluate tested the run train made"
     assert "val/acc" in run.data.metrics
     assert run.data.tags["pipeline"] == "dvc"
+    assert run.info.run_name == "dvc-digits-cnn-adam-seed0", "a DVC run is told apart from an ad-hoc one by its name"
+    assert run.data.tags["mlflow.note.content"] == "Made by: `labline stage train`"
     processed = next(d for d in repro.lock["stages"]["train"]["deps"] if d["path"] == "data/processed")
     assert processed["md5"], "dvc.lock records the data hash"
-    assert run.data.tags["data_md5"] == repro.data_md5, "the run records the md5 of the exact data file it read"
+    assert run.data.tags["data_md5"] == repro.data_md5, "the run records the md5 of the exact arrays it read"
+
+
+def test_exp_and_metrics_show_fit_the_default_pipeline(project: Path, repro: SimpleNamespace) -> None:
+    shown = run_cli(project, "dvc", "exp", "show", "--csv")
+    assert shown.returncode == 0, shown.stderr
+    columns = shown.stdout.splitlines()[0].split(",")
+    assert not [c for c in columns if "distill" in c], "the distillation study's params stay out of the default view"
+    assert "test/acc" in columns and "optimizer._target_" in columns
+    metrics = run_cli(project, "dvc", "metrics", "show")
+    assert metrics.returncode == 0 and "failed" not in (metrics.stdout + metrics.stderr).lower(), metrics.stderr
+    assert "reports/metrics.json" in metrics.stdout
 
 
 def test_second_repro_does_nothing(project: Path, repro: SimpleNamespace) -> None:
@@ -94,7 +106,7 @@ def test_exp_run_with_hydra_override_reruns_only_train_and_evaluate(project: Pat
     shown = run_cli(project, "dvc", "exp", "show", "--json")
     assert shown.returncode == 0, shown.stderr
     text = shown.stdout
-    assert "torch.optim.SGD" in text and "test_accuracy" in text
+    assert "torch.optim.SGD" in text and "test/acc" in text
 
 
 def test_exp_changing_preprocessing_reruns_from_preprocess(project: Path, repro: SimpleNamespace) -> None:

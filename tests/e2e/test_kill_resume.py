@@ -71,7 +71,7 @@ def test_sigkill_then_same_command_resumes_into_the_same_run_with_identical_resu
     fresh = run_cli(project, "labline", *COMMAND, "resume=false", "run_name=uninterrupted")
     assert fresh.returncode == 0, fresh.stderr[-3000:]
     uninterrupted = next(r for r in _all_runs(project) if r.info.run_name == "uninterrupted")
-    for key in ("test_accuracy", "test_loss", "test_f1_macro"):
+    for key in ("test/acc", "test/loss", "test/f1_macro"):
         assert run.data.metrics[key] == uninterrupted.data.metrics[key], key
 
 
@@ -96,7 +96,7 @@ POINT_COMMAND = ["train", "trainer.max_epochs=4", "callbacks=none", "threads=1",
 
 
 def _metrics(run) -> dict[str, float]:  # noqa: ANN001 - an MLflow Run
-    return {k: v for k, v in run.data.metrics.items() if k.startswith("test_")}
+    return {k: v for k, v in run.data.metrics.items() if k.startswith("test/")}
 
 
 @pytest.mark.parametrize("point", ["run_created", "before_first_checkpoint", "checkpoint_save", "mid_epoch"])

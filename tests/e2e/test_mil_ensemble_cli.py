@@ -42,7 +42,7 @@ def test_reduced_mil_experiment_records_bag_metrics_attention_and_ensembles(proj
             if r.data.params.get("task._target_") == "labline.models.mil.MILTask"}
     run = runs["0"]
     assert run.info.status == "FINISHED"
-    assert {"test_accuracy", "test_auc", "val/auc"} <= set(run.data.metrics)
+    assert {"test/acc", "test/auc", "val/auc"} <= set(run.data.metrics)
     assert run.data.params["head._target_"] == "labline.models.mil.AttentionPooling"
     files = {a.path for a in client.list_artifacts(run.info.run_id, "test")}
     assert {"test/attention.json", "test/attention_bags.png"} <= files
@@ -55,14 +55,14 @@ def test_reduced_mil_experiment_records_bag_metrics_attention_and_ensembles(proj
     assert test["probs"].shape == (20, 2) and val["probs"].shape == (10, 2)
     assert test["index"].tolist() == [bag["bag"] for bag in records]
     assert np.allclose(test["probs"], [bag["probs"] for bag in records], atol=1e-5)
-    assert float(np.mean(test["probs"].argmax(1) == test["targets"])) == pytest.approx(run.data.metrics["test_accuracy"])
+    assert float(np.mean(test["probs"].argmax(1) == test["targets"])) == pytest.approx(run.data.metrics["test/acc"])
     assert val["index"].tolist() == [f"val-{i}" for i in range(10)]
     members = [runs[seed].info.run_id for seed in ("0", "1")]
     result = run_cli(project, "labline", "ensemble", *members, "--method", "average")
     assert result.returncode == 0, result.stderr[-3000:]
     ensemble = _latest_run(project)
     assert ensemble.data.tags["ensemble_members"] == ",".join(members)
-    assert {"test_accuracy", "val/acc", "val/loss"} <= set(ensemble.data.metrics)  # the seeds share their validation bags
+    assert {"test/acc", "val/acc", "val/loss"} <= set(ensemble.data.metrics)  # the seeds share their validation bags
     combined = _predictions(client, ensemble.info.run_id, "test", project / "dl")
     seed1 = _predictions(client, members[1], "test", project / "dl")
     assert np.allclose(combined["probs"], (test["probs"] + seed1["probs"]) / 2)
@@ -84,7 +84,7 @@ def test_ensemble_of_two_finished_runs_and_a_split_mismatch(project: Path) -> No
     assert "ensemble run" in result.stdout
     run = _latest_run(project)
     assert run.data.tags["ensemble_members"] == ",".join(members) and run.data.params["method"] == "weighted"
-    assert 0.5 < run.data.metrics["test_accuracy"] <= 1.0
+    assert 0.5 < run.data.metrics["test/acc"] <= 1.0
     for run_id in (run.info.run_id, *members):  # the ensemble saves validation predictions like its members
         assert {"predictions/test.npz", "predictions/val.npz"} <= {a.path for a in client.list_artifacts(run_id, "predictions")}
     assert {"val/acc", "val/loss"} <= set(run.data.metrics)

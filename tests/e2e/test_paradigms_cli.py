@@ -25,7 +25,7 @@ pytestmark = pytest.mark.e2e
 
 REDUCED = ["trainer.max_epochs=1", "+trainer.limit_train_batches=3", "threads=1", "trainer.enable_progress_bar=false"]
 SMALL_SHAPES = ["data.source.per_class=20"]
-ZERO_SHOT_METRICS = ("test_accuracy", "test_gzsl_seen", "test_gzsl_unseen", "test_gzsl_h")
+ZERO_SHOT_METRICS = ("test/acc", "test/gzsl_seen", "test/gzsl_unseen", "test/gzsl_h")
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ def isolated_store(shared_store: Path, monkeypatch) -> Path:
     return shared_store
 
 
-def _only_run(client: MlflowClient, experiment: str = "labline"):
+def _only_run(client: MlflowClient, experiment: str = "shapes"):
     (run,) = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
     assert run.info.status == "FINISHED"
     return run
@@ -60,8 +60,8 @@ def test_dap_zero_shot_through_the_real_cli(project: Path) -> None:
     assert run.data.params["task.method"] == "dap" and run.data.params["data.name"] == "shapes"
     metrics = run.data.metrics
     assert all(0.0 <= metrics[k] <= 1.0 for k in ZERO_SHOT_METRICS)
-    s, u = metrics["test_gzsl_seen"], metrics["test_gzsl_unseen"]
-    assert metrics["test_gzsl_h"] == pytest.approx(0.0 if s + u == 0 else 2 * s * u / (s + u), abs=1e-6)
+    s, u = metrics["test/gzsl_seen"], metrics["test/gzsl_unseen"]
+    assert metrics["test/gzsl_h"] == pytest.approx(0.0 if s + u == 0 else 2 * s * u / (s + u), abs=1e-6)
     report = json.loads(Path(client.download_artifacts(run.info.run_id, "test/zeroshot.json", str(project / "dl"))).read_text())
     assert len(report["unseen"]) == 6 and len(report["seen"]) == 18 and not set(report["unseen"]) & set(report["seen"])
 
@@ -106,8 +106,8 @@ def test_contrastive_experiments_log_probe_accuracies(compose, tmp_path, request
     client = MlflowClient(tracking_uri())
     run = _only_run(client, name)
     metrics = run.data.metrics
-    assert 0.5 < metrics["test_linear_probe_acc"] <= 1.0 and 0.5 < metrics["test_knn_acc"] <= 1.0
-    assert metrics["test_accuracy"] == metrics["test_linear_probe_acc"] == pytest.approx(result["test_accuracy"])
+    assert 0.5 < metrics["test/linear_probe_acc"] <= 1.0 and 0.5 < metrics["test/knn_acc"] <= 1.0
+    assert metrics["test/acc"] == metrics["test/linear_probe_acc"] == pytest.approx(result["test/acc"])
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val/loss")] == [0]
     assert "plots/confusion_matrix.png" in {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
 
@@ -116,7 +116,7 @@ def test_shapes_trains_a_plain_classifier(compose, tmp_path) -> None:
     result = train_and_test(compose("data=shapes", *REDUCED, *SMALL_SHAPES), tmp_path / "out", tmp_path)
     matrix = json.loads((tmp_path / "out" / "confusion_matrix.json").read_text())
     assert len(matrix["classes"]) == 24 and matrix["classes"][0] == "circle|small|filled"
-    assert 0.0 <= result["test_accuracy"] <= 1.0
+    assert 0.0 <= result["test/acc"] <= 1.0
 
 
 @pytest.mark.parametrize(

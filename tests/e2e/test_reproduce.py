@@ -52,13 +52,13 @@ def test_reproduce_gives_the_recorded_metrics_read_from_both_runs(project: Path,
     done = run_cli(project, "labline", "reproduce", source)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "metrics identical to the recorded run" in done.stdout
-    assert re.search(r"test_accuracy\s+│\s+\d\.\d{6}\s+│\s+\d\.\d{6}\s+│\s+yes", done.stdout), "recorded vs new table"
+    assert re.search(r"test/acc\s+│\s+\d\.\d{6}\s+│\s+\d\.\d{6}\s+│\s+yes", done.stdout), "recorded vs new table"
     new_id = re.search(r"new run ([0-9a-f]{32})", done.stdout).group(1)
     client = _client(project)
     old, new = client.get_run(source), client.get_run(new_id)
     assert new.data.tags["reproduced_from"] == source and new.data.tags["drift"] == "none"
     assert new.info.status == "FINISHED"
-    compared = {k for k in old.data.metrics if k.startswith("test_")}
+    compared = {k for k in old.data.metrics if k.startswith("test/")}
     assert compared and {k: new.data.metrics[k] for k in compared} == {k: old.data.metrics[k] for k in compared}
 
 

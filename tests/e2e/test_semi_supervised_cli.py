@@ -26,7 +26,7 @@ def test_each_task_records_the_same_labeled_set(compose, tmp_path, experiment: s
     result = run_task(cfg, tmp_path / "out", tmp_path)
     client = MlflowClient(tracking_uri())
     run = client.get_run(result["run_id"])
-    assert run.info.status == "FINISHED" and 0.0 <= run.data.metrics["test_accuracy"] <= 1.0
+    assert run.info.status == "FINISHED" and 0.0 <= run.data.metrics["test/acc"] <= 1.0
     tags = run.data.tags
     # 2 labels x 10 classes of the training part, the rest of it unlabeled: what the supervised baseline records
     base = "dino_digits" if experiment == "dino_digits" else "semi_supervised_digits"  # DINO keeps SimCLR's split
@@ -36,7 +36,7 @@ def test_each_task_records_the_same_labeled_set(compose, tmp_path, experiment: s
     if experiment.startswith(("semi_fixmatch", "semi_pseudo", "semi_mean")):
         assert "train/mask_rate" in run.data.metrics and "train/loss_unlabeled" in run.data.metrics
     if experiment == "dino_digits":
-        assert {"train/teacher_entropy", "train/teacher_student_kl", "test_knn_acc"} <= set(run.data.metrics)
+        assert {"train/teacher_entropy", "train/teacher_student_kl", "test/knn_acc"} <= set(run.data.metrics)
 
 
 def test_sweep_ablation_and_dvc_stages_run_the_new_tasks(project) -> None:
@@ -59,4 +59,4 @@ def test_sweep_ablation_and_dvc_stages_run_the_new_tasks(project) -> None:
     metrics = json.loads((project / "reports" / "metrics.json").read_text())
     recorded = json.loads((project / "models" / "run.json").read_text())
     run = client.get_run(recorded["run_id"])
-    assert 0.0 <= metrics["test_accuracy"] <= 1.0 and run.data.tags["labeled_count"] == "20"
+    assert 0.0 <= metrics["test/acc"] <= 1.0 and run.data.tags["labeled_count"] == "20"

@@ -75,8 +75,8 @@ def test_pruning_study_with_a_failing_trial(project: Path) -> None:
     best = _study(project, "prune").best_trial
     assert parent.data.metrics["best_value"] == pytest.approx(best.value)
 
-    assert "labline train experiment=prune_best" in result.stdout
-    rerun = compose_config(["experiment=prune_best"], conf=project / "conf")
+    assert "labline train experiment=prune_optuna_best" in result.stdout
+    rerun = compose_config(["experiment=prune_optuna_best"], conf=project / "conf")
     assert rerun.optimizer.lr == best.params["optimizer.lr"] and rerun.test_after_fit is True
 
 

@@ -158,6 +158,19 @@ def compose_config(overrides: Sequence[str] = (), conf: Path | None = None) -> D
         except HydraException as exc:
             raise _explain_key(exc, parsed, base) from None
         _check_types(parsed, base, cfg)
+    return name_dataset(cfg)
+
+
+def name_dataset(cfg: DictConfig) -> DictConfig:
+    """A dataset without a ``name`` (``data=npz`` and other own files) is named after its file or folder's stem:
+    run names, the ``dataset`` tag and the data folders then say ``wine``, not a placeholder. Applied wherever a
+    config is composed (``labline train``'s job, ``labline params``, studies), so every stage sees one name."""
+    data = cfg.get("data")
+    if isinstance(data, DictConfig) and data.get("name") is None and isinstance(data.get("source"), DictConfig):
+        where = next((OmegaConf.select(data.source, k, throw_on_missing=False) for k in ("path", "root")
+                      if OmegaConf.select(data.source, k, throw_on_missing=False) not in (None, "???")), None)
+        if where is not None:
+            data.name = Path(str(where)).stem or "data"
     return cfg
 
 

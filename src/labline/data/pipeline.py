@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from labline.core.errors import ConfigError
 from labline.core.instantiate import instantiate
-from labline.core.io import load_npz, md5_file, write_json
+from labline.core.io import load_npz, write_json
 from labline.data import files, integrity
 from labline.data.raw import RawDataset, check_arrays
 
@@ -223,9 +223,16 @@ def load_processed(cfg: DictConfig, root: Path) -> ProcessedData:
             x, y = arrays["x"], arrays["y"].astype(np.int64)
             check_arrays(x, y, str(processed))
             parts = _read_parts(cfg, split_dir, len(y))
-            return ProcessedData(x, y, [str(c) for c in arrays["classes"]], parts, fp, md5_file(processed))
+            return ProcessedData(x, y, [str(c) for c in arrays["classes"]], parts, fp, arrays_md5(x, y))
     ds = load_source(cfg)
     parts = split_dataset(cfg, ds.y)
     x, _ = preprocess_dataset(cfg, ds, parts)
-    md5 = hashlib.md5(x.tobytes() + ds.y.tobytes()).hexdigest()
-    return ProcessedData(x, ds.y, ds.classes, parts, fp, md5)
+    return ProcessedData(x, ds.y, ds.classes, parts, fp, arrays_md5(x, ds.y))
+
+
+def arrays_md5(x: np.ndarray, y: np.ndarray) -> str:
+    """``data_md5``: the processed arrays' content, whether a run read them from DVC's file or made them in memory
+    (the file's own md5 would differ from the same arrays made in memory, and with the npz container's format)."""
+    digest = hashlib.md5(np.ascontiguousarray(x).tobytes())
+    digest.update(np.ascontiguousarray(y, dtype=np.int64).tobytes())
+    return digest.hexdigest()

@@ -22,16 +22,17 @@ from labline.core.interrupts import Interrupted, graceful_signals
 from labline.core.io import write_json
 from labline.metrics.complexity import model_complexity
 from labline.reporting import plots
-from labline.reporting.console import config_tree, console, metrics_table
+from labline.reporting.console import config_tree, console, metrics_table, run_footer, run_header
 from labline.runs import resume
 from labline.runs.assembly import PreparedRun, prepare_run
 from labline.runs.context import NO_CONTEXT, RunContext
 from labline.runs.predictions import log_predictions, serving_as_test
-from labline.runs.records import config_hash, data_tags, default_run_name, test_metric_name
+from labline.runs.records import config_hash, data_tags, default_run_name, option_names
 from labline.runs.reports import classification_reports
 from labline.tracking.lifecycle import RunHandle, open_run
 
 RUN_RECORD = "run.json"
+BEST_PREFIX = "best/"
 
 
 def run_tags(run: PreparedRun) -> dict[str, str]:
@@ -80,6 +81,10 @@ def fit(run: PreparedRun, handle: RunHandle, resume_from: Path | None = None) ->
     guard = next((c for c in run.trainer.callbacks if isinstance(c, NonFiniteGuard)), None)
     handle.set_tags({"best_epoch": run.curves.best_epoch, "stopped_epoch": run.trainer.current_epoch - 1,
                      **({"skipped_batches": guard.skipped} if guard is not None else {})})
+    best_row = next((row for row in run.curves.rows if row["epoch"] == run.curves.best_epoch), {})
+    # The run overview shows each curve's last value; the tested checkpoint is the best epoch's, so its
+    # validation values are recorded apart: best/val/acc beside val/acc (the last epoch) and test/acc.
+    handle.log_metrics({f"{BEST_PREFIX}{k}": v for k, v in best_row.items() if k.startswith("val/")})
     handle.log_artifact(curve_png, "plots")
     handle.log_artifact(run.curves.csv_path, "curves")
     if run.destination.log_checkpoint:
@@ -91,7 +96,7 @@ def test(run: PreparedRun, handle: RunHandle, checkpoint: Path, reports: Path) -
     """Evaluate the checkpoint on the test split once; write metrics (and what the task adds) to reports/ and MLflow."""
     results = run.trainer.test(run.task, datamodule=run.datamodule, ckpt_path=str(checkpoint), verbose=False,
                                weights_only=True)[0]
-    metrics = {test_metric_name(k): float(v) for k, v in results.items()}
+    metrics = {k: float(v) for k, v in results.items()}  # test/acc beside val/acc, as the task logs them
     write_json(metrics, reports / "metrics.json")
     handle.log_metrics(metrics)
     found = run.task.test_probabilities()
@@ -136,11 +141,18 @@ def train_and_test(cfg: DictConfig, out_dir: Path, root: Path, do_test: bool | N
         out_dir = previous.out_dir
         console.print(f"[bold yellow]resuming[/] MLflow run {previous.run_id} from {previous.checkpoint}")
     run = prepare_run(cfg, out_dir, root, context.callbacks)
-    config_tree(run.config)
+    if cfg.get("verbose", False):
+        config_tree(run.config)
     if orphan:
         resume.close_orphan(run.destination.store, orphan)
-    with open_training_run(run, default_run_name(cfg), {**run_tags(run), **context.tags},
+    name = default_run_name(cfg, context.kind)
+    if not context.quiet:
+        run_header(name, f"{run.task.__class__.__name__} on {cfg.data.name}, up to {run.trainer.max_epochs} epochs",
+                   run.destination.experiment_name, run.destination.store.uri)
+    with open_training_run(run, name, {**run_tags(run), **context.tags},
                            run_id=previous.run_id if previous else None) as handle:
+        if previous is None:
+            handle.log_params(option_names(cfg))
         resume.mark(root, chash, out_dir, handle.run_id)
         try:
             start = previous.checkpoint if previous else context.start_from
@@ -159,7 +171,9 @@ def train_and_test(cfg: DictConfig, out_dir: Path, root: Path, do_test: bool | N
             raise
         resume.clear(root, chash)
         write_json({"run_id": handle.run_id, "checkpoint": str(best.relative_to(out_dir))}, out_dir / RUN_RECORD)
-    if metrics:
-        metrics_table(metrics)
+    if not context.quiet:
+        if metrics:
+            metrics_table(metrics)
+        run_footer(handle.run_id)
     return {"run_id": handle.run_id, "monitor": run.task.monitor, "best_value": run.curves.best_value,
             "best_epoch": run.curves.best_epoch, **metrics}

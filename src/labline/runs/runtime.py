@@ -4,22 +4,20 @@ A contended core makes a step 10-20x slower, so the thread count is set before a
 ceiling set from outside caps it: ``LABLINE_MAX_THREADS`` (parallel test workers or anything else that
 shares the cores out) and, inside a SLURM allocation, ``SLURM_CPUS_PER_TASK`` (the CPUs the job was given).
 The config stays what the user wrote; the process never oversubscribes its share of the cores.
-
-Once SLURM is installed (``srun`` on PATH), Lightning warns on every Trainer outside ``srun`` that srun "is
-available but not used": a multi-line hint on stderr that would break labline's one-line errors. labline
-starts cluster jobs itself (submitit runs them under srun), so the hint is silenced.
+Libraries' console notices (Lightning's srun hint and tips, MLflow's INFO lines) are silenced here too, through
+``reporting.console.quiet_libraries`` (``verbose=true`` keeps them).
 """
 
 from __future__ import annotations
 
 import os
-import warnings
 
 import lightning.pytorch as pl
 import torch
 from omegaconf import DictConfig
 
 from labline.core.errors import ConfigError
+from labline.reporting.console import quiet_libraries
 
 MAX_THREADS_ENV = "LABLINE_MAX_THREADS"
 SLURM_CPUS_ENV = "SLURM_CPUS_PER_TASK"
@@ -34,12 +32,8 @@ def thread_ceiling() -> int | None:
     return min(limits) if limits else None
 
 
-def quiet_srun_hint() -> None:
-    warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system but is not used")
-
-
 def setup_runtime(cfg: DictConfig) -> None:
-    quiet_srun_hint()
+    quiet_libraries(bool(cfg.get("verbose", False)))
     threads = cfg.get("threads", 2)
     if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
         raise ConfigError("threads", f"must be a positive integer, got {threads!r}", "1 .. number of cores")

@@ -13,7 +13,7 @@ With ``task.fit_unlabeled: true`` (semi-supervised estimators such as ``LabelSpr
 labeled train part and the ``unlabeled`` part together, the latter with the label -1.
 A clusterer (k-means) fits the train part without labels and is scored by ARI, NMI and the
 accuracy of the best one-to-one cluster-to-class matching on the scored part (``matched_acc``,
-the usual clustering accuracy). Its class predictions (``test_accuracy``, confusion matrix,
+the usual clustering accuracy). Its class predictions (``test/acc``, confusion matrix,
 predictions) use the matching found on the train part, so no test label decides a prediction.
 """
 
@@ -36,7 +36,7 @@ from labline.reporting.console import config_tree, metrics_table
 from labline.runs.context import NO_CONTEXT, RunContext
 from labline.runs.lightning_run import RUN_RECORD
 from labline.runs.predictions import log_predictions
-from labline.runs.records import config_hash, data_tags, test_metric_name
+from labline.runs.records import config_hash, data_tags
 from labline.runs.reports import classification_reports
 from labline.runs.runtime import setup_runtime
 from labline.tracking.lifecycle import open_run
@@ -157,7 +157,7 @@ def run(cfg: DictConfig, out_dir: Path, root: Path, do_test: bool | None = None,
         handle.log_metrics({f"val/{k}": v for k, v in val.items()}, step=0)
         if do_test:
             scores, probs, real = fitted.scores("test")
-            metrics = {test_metric_name(f"test/{k}"): v for k, v in scores.items()}
+            metrics = {f"test/{k}": v for k, v in scores.items()}
             write_json(metrics, out_dir / "metrics.json")
             handle.log_metrics(metrics)
             handle.set_tags({"probabilities": str(real).lower()})

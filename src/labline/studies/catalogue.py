@@ -17,7 +17,7 @@ from labline.core.errors import ConfigError
 from labline.tracking.store import Store
 
 STATUSES = ("RUNNING", "FINISHED", "FAILED", "KILLED")
-HEADLINE = ("test_accuracy", "best_value", "val/acc_mean", "val/loss_mean")
+HEADLINE = ("test/acc", "best_value", "val/acc_mean", "val/loss_mean")
 
 
 @dataclass(frozen=True)

@@ -58,7 +58,7 @@ def _fold_metrics(parent: RunHandle, run_ids: list[str], monitor: str) -> list[d
         run = parent.store.get_run(run_id)
         best = run.data.tags.get("best_epoch", "None")
         row = {monitor: parent.store.run_value(run, monitor), "best_epoch": None if best == "None" else float(best)}
-        row.update({k: v for k, v in run.data.metrics.items() if k.startswith("test_")})
+        row.update({k: v for k, v in run.data.metrics.items() if k.startswith("test/")})
         rows.append({k: v for k, v in row.items() if v is not None})
     return rows
 
@@ -77,7 +77,7 @@ def _summary(rows: list[dict[str, float]]) -> dict[str, float]:
 def _print(rows: list[dict[str, float]], summary: dict[str, float], monitor: str) -> None:
     from rich.table import Table
 
-    keys = [monitor, *(k for k in ("test_accuracy", "test_f1_macro") if k in rows[0])]
+    keys = [monitor, *(k for k in ("test/acc", "test/f1_macro") if k in rows[0])]
     table = Table(title=f"cross-validation: {len(rows)} folds")
     for name in ("fold", *keys):
         table.add_column(name, justify="right")
@@ -125,13 +125,16 @@ def cross_validate(cfg: DictConfig, out_dir: Path, root: Path, test_refit: bool 
                 run_ids.append(previous.info.run_id)
                 continue
             result = run_task(fold_cfg, out_dir / f"fold_{i}", root, do_test=False if refit else None,
-                              context=RunContext(child_tags(parent, **extra, fold=str(i))))
+                              context=RunContext(child_tags(parent, **extra, fold=str(i)), quiet=True))
             run_ids.append(result["run_id"])
             monitor = result["monitor"]
+            value = result.get("best_value")
+            console.print(f"fold {i}/{n}: {monitor} {'-' if value is None else f'{value:.4f}'} (run {result['run_id']})",
+                          highlight=False)
         rows = _fold_metrics(parent, run_ids, monitor)
         summary = _summary(rows)
         summary["folds"] = n
-        final: dict[str, Any] = {k.removesuffix("_mean"): v for k, v in summary.items() if k.startswith("test_")
+        final: dict[str, Any] = {k.removesuffix("_mean"): v for k, v in summary.items() if k.startswith("test/")
                                  and k.endswith("_mean")}
         refitted: dict[str, Any] = {}
         if refit:
@@ -139,8 +142,8 @@ def cross_validate(cfg: DictConfig, out_dir: Path, root: Path, test_refit: bool 
             epochs = cfg.trainer.max_epochs if best is None else max(1, round(best + 1))
             result = run_task(refit_config(cfg, epochs), out_dir / REFIT, root, do_test=test_refit,
                               context=RunContext(child_tags(parent, **extra, fold="all", refit="true")))
-            final = {k: v for k, v in result.items() if k.startswith("test_")}
-            summary.update({f"refit_{k}": v for k, v in final.items()})
+            final = {k: v for k, v in result.items() if k.startswith("test/")}
+            summary.update({f"refit/{k}": v for k, v in final.items()})
             if best is not None:
                 summary["refit_epochs"] = epochs
             parent.set_tags({"refit_run_id": result["run_id"]})

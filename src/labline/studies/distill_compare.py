@@ -48,24 +48,24 @@ def run_summary(params: Path, root: Path) -> dict[str, Any]:
     checkpoint = models / recorded["checkpoint"]
     loaded = load_classifier(CheckpointRef(checkpoint, str(checkpoint), recorded["run_id"]), shape, key=str(models))
     complexity = model_complexity(loaded.model, shape)
-    return {"run_id": recorded["run_id"], "seed": int(cfg.seed), "test_accuracy": float(metrics["test_accuracy"]),
+    return {"run_id": recorded["run_id"], "seed": int(cfg.seed), "test/acc": float(metrics["test/acc"]),
             "params": complexity["params"], "flops": complexity["flops"]}
 
 
 def summarise(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Mean and sample standard deviation over seeds; the model's size from its first run (seeds share the architecture)."""
-    accuracies = [r["test_accuracy"] for r in runs]
-    return {"test_accuracy": statistics.fmean(accuracies),
-            "test_accuracy_std": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
+    accuracies = [r["test/acc"] for r in runs]
+    return {"test/acc": statistics.fmean(accuracies),
+            "test/acc_std": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
             "runs": len(runs), "params": runs[0]["params"], "flops": runs[0]["flops"],
-            "per_seed": {str(r["seed"]): r["test_accuracy"] for r in runs},
+            "per_seed": {str(r["seed"]): r["test/acc"] for r in runs},
             "run_ids": {str(r["seed"]): r["run_id"] for r in runs}}
 
 
 def compare(files: dict[str, Sequence[Path]], root: Path) -> dict[str, Any]:
     """``{row: summary}`` for the rows of ``ROWS`` plus ``distillation_gain`` (distilled minus scratch mean accuracy)."""
     result: dict[str, Any] = {row: summarise([run_summary(f, root) for f in files[row]]) for row in ROWS}
-    result["distillation_gain"] = result["student_distilled"]["test_accuracy"] - result["student_scratch"]["test_accuracy"]
+    result["distillation_gain"] = result["student_distilled"]["test/acc"] - result["student_scratch"]["test/acc"]
     return result
 
 
@@ -73,7 +73,7 @@ def markdown_table(result: dict[str, Any]) -> str:
     lines = ["| model | test accuracy (mean ± std over runs) | runs | params | FLOPs |", "| --- | --- | ---: | ---: | ---: |"]
     for row, label in ROWS.items():
         r = result[row]
-        lines.append(f"| {label} | {r['test_accuracy']:.4f} ± {r['test_accuracy_std']:.4f} | {r['runs']} | "
+        lines.append(f"| {label} | {r['test/acc']:.4f} ± {r['test/acc_std']:.4f} | {r['runs']} | "
                      f"{r['params']:,} | {r['flops']:,} |")
     lines.append("")
     lines.append(f"Distilled minus from-scratch student: {100 * result['distillation_gain']:+.2f} accuracy points.")

@@ -43,7 +43,6 @@ from labline.core.io import load_npz, write_json
 from labline.metrics.scores import classifier_scores
 from labline.reporting.console import console
 from labline.runs.predictions import KEYS, artifact, log_predictions
-from labline.runs.records import test_metric_name
 from labline.runs.reports import classification_reports
 from labline.tracking.lifecycle import open_run
 from labline.tracking.store import Store, open_store
@@ -214,11 +213,11 @@ def _classes(store: Store, run_id: str, count: int, folder: Path) -> list[str]:
 
 
 def _scores(predictions: Predictions, method: str, part: str) -> dict[str, float]:
-    """The ensemble's scores on ``part``, named as a neural run names them (``test_accuracy``, ``val/acc``)."""
+    """The ensemble's scores on ``part``, named as a neural run names them (``test/acc``, ``val/acc``)."""
     scores = classifier_scores(predictions.targets, predictions.probs, probabilities=method in ("average", "weighted"))
     if part == "val":
         return {f"val/{k}": v for k, v in scores.items()}
-    return {test_metric_name(f"test/{k}"): v for k, v in scores.items()}
+    return {f"test/{k}": v for k, v in scores.items()}
 
 
 def _check_options(method: str, metric: str | None, weights: str) -> None:
@@ -275,7 +274,7 @@ def run_ensemble(run_ids: list[str], filter_string: str | None, method: str, met
                   tags=tags, config=config, root=root) as run:
         write_json(metrics, out_dir / "metrics.json")
         run.log_metrics(metrics)
-        rows = [{"run_id": m.run_id, "name": m.name, "weight": float(w), "test_accuracy": acc,
+        rows = [{"run_id": m.run_id, "name": m.name, "weight": float(w), "test/acc": acc,
                  **({"val_accuracy": _accuracy(m.val)} if has_val else {})}
                 for m, w, acc in zip(members, coefficients, member_acc, strict=True)]
         run.log_dict({"method": method, "metric": metric, **weighting, "members": rows}, "ensemble.json")
@@ -291,11 +290,11 @@ def _print(rows: list[dict[str, Any]], metrics: dict[str, float], method: str) -
     from rich.table import Table
 
     table = Table(title=f"ensemble ({method}) vs its members")
-    scores = [c for c in ("val_accuracy", "test_accuracy") if c in rows[0]]
+    scores = [c for c in ("val_accuracy", "test/acc") if c in rows[0]]
     for column in ("run", "name", "weight", *scores):
         table.add_column(column, justify="left" if column in ("run", "name") else "right")
     for row in rows:
         table.add_row(row["run_id"][:12], row["name"], f"{row['weight']:.4f}", *(f"{row[c]:.4f}" for c in scores))
-    ensemble = {"val_accuracy": metrics.get("val/acc"), "test_accuracy": metrics["test_accuracy"]}
+    ensemble = {"val_accuracy": metrics.get("val/acc"), "test/acc": metrics["test/acc"]}
     table.add_row("ensemble", method, "", *(f"{ensemble[c]:.4f}" for c in scores), style="bold")
     console.print(table)

@@ -21,7 +21,7 @@ from labline.runs.context import RunContext
 from labline.tracking import provenance
 from labline.tracking.store import open_store
 
-COMPARED = ("test_accuracy", "test_f1_macro", "test_loss")
+COMPARED = ("test/acc", "test/f1_macro", "test/loss")
 
 
 def drift(run: Any, root: Path, data_md5: str) -> list[str]:
@@ -57,7 +57,7 @@ def reproduce(run_id: str, root: Path, allow_drift: bool = False, outputs: Path 
         raise ConfigError("reproduce", "; ".join(differences), "check out the recorded commit/data, or pass --allow-drift")
     out_dir = (outputs or root / "outputs") / f"reproduce-{run_id[:8]}-{time.strftime('%Y%m%d-%H%M%S')}"
     tags = {"reproduced_from": run_id, "drift": "; ".join(differences) or "none"}
-    result = run_task(cfg, out_dir, root, context=RunContext(tags))
+    result = run_task(cfg, out_dir, root, context=RunContext(tags, kind="reproduce"))
     rows = [(k, run.data.metrics.get(k), result.get(k)) for k in COMPARED if k in run.data.metrics]
     from rich.table import Table
 

@@ -7,6 +7,7 @@ through it, so each one
   its study can still identify and close);
 - records, when it is new and given its config, what it needs to be repeated: the flattened config as
   params, the resolved config as ``config.yaml``, the git state and package versions;
+- carries a description (``mlflow.note.content``, shown on the run page): the command that made it;
 - nests the same way: its parent is the one named (``parent=``, or the ``mlflow.parentRunId`` tag), else the
   innermost run this process has open, else ``LABLINE_PARENT_RUN_ID`` (worker processes of a parallel sweep
   or ablation; never ``MLFLOW_RUN_ID``, which would make a child write into its parent);
@@ -22,6 +23,8 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,6 +45,7 @@ __all__ = ["PARENT_ENV", "PARENT_TAG", "RunHandle", "close_run", "current_run", 
 MAX_PARAM_CHARS = 250
 MAX_REASON_CHARS = 5000
 STATUSES = ("FINISHED", "FAILED", "KILLED")
+DESCRIPTION_TAG = "mlflow.note.content"
 
 _open: ContextVar[tuple[RunHandle, ...]] = ContextVar("labline_open_runs", default=())
 
@@ -153,12 +157,20 @@ def _record_start(run: RunHandle, config: dict[str, Any], root: Path) -> None:
         run.log_artifact(path)
 
 
+def command_line() -> str:
+    """The command this process runs, as the user would type it (``labline train`` sets its own argv[0])."""
+    program, *args = sys.argv or ["python"]
+    program = program if " " in program else Path(program).name
+    return " ".join([program, shlex.join(args)]).strip()
+
+
 def _create(store: Store, experiment_id: str, name: str, tags: dict[str, str], parent: str | None) -> str:
     """A new RUNNING run with every tag in one write, including the source/user tags MLflow's own
     ``start_run`` would add."""
     from mlflow.tracking.context.registry import resolve_tags
 
-    every = resolve_tags({**tags, **({PARENT_TAG: parent} if parent else {})})
+    described = {DESCRIPTION_TAG: f"Made by: `{command_line()}`", **tags}
+    every = resolve_tags({**described, **({PARENT_TAG: parent} if parent else {})})
     return store.client.create_run(experiment_id, start_time=now_ms(), tags=every, run_name=name or None).info.run_id
 
 

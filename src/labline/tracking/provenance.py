@@ -7,6 +7,9 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
+# What labline itself writes into the tracked tree (a sweep's best configuration, an ablation's tables): a run is
+# not "dirty" because an earlier labline command wrote them.
+OWN_OUTPUTS = ("conf/experiment/*_best.yaml", "reports/ablation")
 PACKAGES = ("labline", "torch", "lightning", "hydra-core", "mlflow", "dvc", "optuna", "scikit-learn", "torchmetrics", "numpy")
 
 
@@ -22,7 +25,8 @@ def git_state(root: Path) -> dict[str, str]:
     commit = _git(root, "rev-parse", "HEAD")
     if commit is None:
         return {"git_commit": "none", "git_dirty": "unknown"}
-    dirty = _git(root, "status", "--porcelain", "--untracked-files=no")
+    dirty = _git(root, "status", "--porcelain", "--untracked-files=no", "--", ".",
+                 *(f":(exclude,glob){path}" for path in OWN_OUTPUTS))
     return {"git_commit": commit, "git_dirty": str(bool(dirty)).lower()}
 
 

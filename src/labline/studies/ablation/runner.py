@@ -70,7 +70,7 @@ def _check_budget(spec: AblationSpec, full: DictConfig) -> None:
     if spec.workers > 1 and spec.workers * threads > cores:
         raise ConfigError("workers", f"{spec.workers} workers x threads={threads} exceed the {cores} cores",
                           f"threads={max(1, cores // spec.workers)} (a training override) or fewer workers")
-    if spec.metric.startswith("test_") and not full.get("test_after_fit", True):
+    if spec.metric.startswith("test/") and not full.get("test_after_fit", True):
         raise ConfigError("metric", f"{spec.metric} is a test metric, but test_after_fit is false", "a val/ metric")
 
 
@@ -122,14 +122,16 @@ def train_planned(config: dict[str, Any], out_dir: str, root: str, tags: dict[st
     count); any task, Lightning or ``runner`` (scikit-learn baselines ablate like networks)."""
     from labline.runs.dispatch import run_task
 
-    return run_task(OmegaConf.create(config), Path(out_dir), Path(root), context=RunContext(tags))["run_id"]
+    return run_task(OmegaConf.create(config), Path(out_dir), Path(root), context=RunContext(tags, quiet=True))["run_id"]
 
 
 def execute(pending: list[PlannedRun], parent: RunHandle, spec: AblationSpec, out_dir: Path, root: Path) -> None:
     if spec.workers == 1:
         for i, run in enumerate(pending, 1):
-            console.print(f"[bold]ablation {spec.name}[/]: run {i}/{len(pending)} {run.key}")
-            train_planned(to_plain(run.cfg), str(out_dir / run.key), str(root), run.tags(parent, spec.name))
+            run_id = train_planned(to_plain(run.cfg), str(out_dir / run.key), str(root), run.tags(parent, spec.name))
+            value = parent.store.run_value(parent.store.get_run(run_id), spec.metric)
+            console.print(f"[bold]ablation {spec.name}[/]: run {i}/{len(pending)} {run.key}: {spec.metric} "
+                          f"{'-' if value is None else f'{value:.4f}'} (run {run_id})", highlight=False)
         return
     with ProcessPoolExecutor(spec.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = [pool.submit(train_planned, to_plain(run.cfg), str(out_dir / run.key), str(root),

@@ -49,7 +49,7 @@ class AblationSpec:
     design: str = "leave_one_out"
     seeds: list[int] | None = None
     folds: int | None = None
-    metric: str = "test_accuracy"
+    metric: str = "test/acc"
     mode: str = "max"
     workers: int = 1
     description: str = ""
@@ -181,10 +181,10 @@ def check(raw: dict[str, Any], name: str) -> AblationSpec:
     mode = raw.get("mode") or "max"
     if mode not in MODES:
         raise ConfigError("mode", f"'{mode}' is not a direction", MODES)
-    metric = raw.get("metric") or "test_accuracy"
-    if not isinstance(metric, str) or not metric.startswith(("test_", "val/", "train/")):
+    metric = raw.get("metric") or "test/acc"
+    if not isinstance(metric, str) or not metric.startswith(("test/", "val/", "train/")):
         raise ConfigError("metric", f"'{metric}' is not a metric a run logs",
-                          "a test metric (test_accuracy, test_f1_macro, test_loss) or a validation curve (val/acc, val/loss)")
+                          "a test metric (test/acc, test/f1_macro, test/loss) or a validation curve (val/acc, val/loss)")
     folds = raw.get("folds")
     experiment = raw.get("experiment")
     workers = _positive_int(raw.get("workers", 1), "workers", 1)

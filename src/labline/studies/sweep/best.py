@@ -1,4 +1,7 @@
-"""The best trial as a ready-to-run experiment: ``labline train experiment=<study>_best``.
+"""The best trial as a ready-to-run experiment: ``labline train experiment=<study>_<storage>_best``.
+
+Named per study and storage (``prune_optuna_best`` for study ``prune`` in the project's ``optuna.db``): two
+studies of one name in two storages (a local try, the cluster's PostgreSQL) never overwrite each other's file.
 
 The file names every config-group option the trial used and only the values
 that differ from what those options compose to, so it reads like a
@@ -20,8 +23,19 @@ from labline.core.config import flatten
 NOT_COMPONENTS = ("experiment", "hparams_search")
 
 
-def experiment_name(study_name: str) -> str:
-    return re.sub(r"[^\w.-]", "_", study_name) + "_best"
+def storage_label(storage: str) -> str:
+    """A short name of an Optuna storage: a SQLite or journal file's stem, else the server's host and database."""
+    from urllib.parse import urlsplit
+
+    if "://" not in storage or storage.startswith("sqlite"):
+        return Path(urlsplit(storage).path if "://" in storage else storage).stem
+    parts = urlsplit(storage)
+    return f"{parts.hostname}_{parts.path.strip('/')}"
+
+
+def experiment_name(study_name: str, storage: str) -> str:
+    """``storage``: the study's storage URL or journal file, as the sweep prints it."""
+    return re.sub(r"[^\w-]", "_", f"{study_name}_{storage_label(storage)}") + "_best"
 
 
 def group_choices(cfg: DictConfig) -> dict[str, str]:

@@ -49,4 +49,4 @@ def trial_context() -> RunContext:
 
     _active.reporter = TrialReporter(_active.trial, prune=_active.prune, measure_complexity=_active.measure_complexity)
     tags = {"optuna_study": _active.study_name, "optuna_trial": str(_active.trial.number), **_active.tags}
-    return RunContext(tags, [_active.reporter], _active.start_from)
+    return RunContext(tags, [_active.reporter], _active.start_from, quiet=True)

@@ -2,7 +2,8 @@
 
 A plot Optuna cannot draw yet (importances need two completed trials with
 varying parameters; intermediate values need a pruned or reported trial) is
-skipped with the reason printed, never failing the sweep.
+skipped with the reason printed, never failing the sweep. Importances from fewer
+than ``FEW_TRIALS`` completed trials are drawn with that caveat in their title.
 """
 
 from __future__ import annotations
@@ -20,6 +21,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
 import optuna.visualization.matplotlib as vis  # noqa: E402
 from optuna.exceptions import ExperimentalWarning  # noqa: E402
+
+# Below this many completed trials, parameter importances (a random forest fitted on the trials) mostly show noise.
+FEW_TRIALS = 5
+
+
+def importance_caveat(study: optuna.Study) -> str | None:
+    """What the importance plot and the console say when too few trials completed for importances to mean much."""
+    complete = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+    if complete >= FEW_TRIALS:
+        return None
+    return f"importances from {complete} complete trial(s) only (fewer than {FEW_TRIALS}): mostly noise"
 
 
 def study_plots(study: optuna.Study, objectives: list[str], out_dir: Path) -> tuple[list[Path], dict[str, str]]:
@@ -51,6 +63,9 @@ def study_plots(study: optuna.Study, objectives: list[str], out_dir: Path) -> tu
                 skipped[name] = " ".join(str(exc).split()) or type(exc).__name__
                 continue
         figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
+        caveat = importance_caveat(study) if name == "param_importances" else None
+        if caveat:
+            figure.suptitle(caveat, color="darkred")
         figure.set_size_inches(9, 6)
         figure.tight_layout()
         path = out_dir / f"{name}.png"

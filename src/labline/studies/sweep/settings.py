@@ -44,7 +44,7 @@ class SweeperSettings:
     # Seconds between liveness records of a running trial (RDB storages); a trial silent for twice
     # as long is FAILED as interrupted when the study is next used. 0: no heartbeats.
     heartbeat_interval: int = 10
-    # Where <study>_best.yaml is written; null: the project's conf/experiment.
+    # Where <study>_<storage>_best.yaml is written; null: the project's conf/experiment.
     best_config_dir: Any = None
     # Search space in Hydra's sweep syntax: key -> choice(...), range(...), interval(...), tag(log, interval(...)).
     params: dict[str, Any] = field(default_factory=dict)

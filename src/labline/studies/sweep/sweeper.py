@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 import uuid
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +39,7 @@ from labline.core.paths import config_dir
 from labline.studies.cluster import slurm
 from labline.studies.sweep import best as best_file
 from labline.studies.sweep.context import ActiveTrial, activate
-from labline.studies.sweep.plots import study_plots
+from labline.studies.sweep.plots import importance_caveat, study_plots
 from labline.studies.sweep.settings import SweeperSettings, as_list
 from labline.studies.sweep.space import SYNTAX, SearchSpace, build_space
 from labline.studies.sweep.study import (
@@ -109,7 +110,16 @@ class OptunaSweep:
         if worker is not None:
             self._loop(plan, shared, tracking, int(worker))
             return None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            shared.study.set_metric_names(self._metric_names(plan.objectives))
         return self._session(plan, shared, tracking)
+
+    def _metric_names(self, objectives: list[str]) -> list[str]:
+        """The objectives as the trials' MLflow runs name them (what the Optuna dashboard then shows): ``best_value``
+        is ``best/<task.monitor>`` (the monitor at the best epoch), a complexity objective ``model/<name>``."""
+        return [f"best/{self.config.task.monitor}" if o == "best_value" else f"model/{o}" if o in COMPLEXITY else o
+                for o in objectives]
 
     # -- planning ------------------------------------------------------------------------------
 
@@ -366,6 +376,8 @@ class OptunaSweep:
         plots, skipped = study_plots(study, plan.objectives, sweep_dir / "plots")
         for name, why in skipped.items():
             print(f"plot {name} skipped: {why}")
+        if "param_importances" not in skipped and (caveat := importance_caveat(study)):
+            print(f"plot param_importances: {caveat}")
         best = best_trials(study)
         path = self._write_best(plan, best[0]) if best else None
         StudyTracking.finish(parent, summary, plots, path)
@@ -382,7 +394,7 @@ class OptunaSweep:
         trial_cfg = loader.load_sweep_config(self.config, list(trial.user_attrs["overrides"]))
         choices = best_file.group_choices(trial_cfg)
         base_cfg = compose_config([f"{g}={o}" for g, o in choices.items()])
-        name = best_file.experiment_name(plan.study_name)
+        name = best_file.experiment_name(plan.study_name, _public_url(plan.storage))
         header = [f"Best trial {trial.number} of Optuna study '{plan.study_name}' ({_values(plan.objectives, trial.values)}), "
                   "written by labline's sweeper.",
                   f"Run it: labline train experiment={name}"]
@@ -426,14 +438,18 @@ def _failure(exc: BaseException) -> str:
 
 
 def _describe(trial: FrozenTrial, objectives: list[str]) -> str:
+    """One line per trial: number, state, value (or why none), epochs trained, the sampled parameters."""
     params = " ".join(f"{k}={_short(v)}" for k, v in trial.params.items())
+    # a pruned trial's last report is its best value so far, at the epoch count it was stopped at
+    reported = trial.intermediate_values.get(max(trial.intermediate_values, default=-1))
     if trial.state == TrialState.COMPLETE:
         outcome = _values(objectives, trial.values)
     elif trial.state == TrialState.PRUNED:
-        outcome = f"after {max(trial.intermediate_values, default=0)} epoch(s)"  # steps count epochs trained
+        outcome = "" if reported is None else f"{objectives[0]}={reported:.6g} so far"
     else:
         outcome = trial.user_attrs.get("fail_reason", "interrupted")
-    return f"trial {trial.number} {trial.state.name} {outcome} [{params}]"
+    epochs = trial.user_attrs.get("epochs", max(trial.intermediate_values, default=0))
+    return f"trial {trial.number} {trial.state.name} {outcome} ({epochs} epoch{'' if epochs == 1 else 's'}) [{params}]"
 
 
 def _values(objectives: list[str], values: list[float]) -> str:
