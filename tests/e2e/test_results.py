@@ -37,7 +37,7 @@ def test_a_row_remeasured_by_dvc_repeats_its_numbers_and_a_code_change_marks_it_
     # the README cell shows what the new MLflow run recorded
     (run_id,) = again["run_ids"]["kmeans"]
     recorded = MlflowClient(f"sqlite:///{project / 'mlflow.db'}").get_run(run_id).data.metrics
-    assert f"{recorded['test_ari']:.3f} / {recorded['test_nmi']:.3f} / {recorded['test_matched_acc']:.3f}" in _row_line(project)
+    assert f"{recorded['test/ari']:.3f} / {recorded['test/nmi']:.3f} / {recorded['test/matched_acc']:.3f}" in _row_line(project)
 
     # edit the code a row depends on: the committed table is now out of date, and `labline docs` says so
     with (project / "src" / "labline" / "__init__.py").open("a") as fh:
