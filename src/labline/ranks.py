@@ -13,7 +13,7 @@ if __name__ == "__main__":
         del sys.path[0]
 
     from labline.core.interrupts import Interrupted
-    from labline.runs.ranks import rank_plan, follow
+    from labline.runs.ranks import follow, rank_plan
 
     plan = rank_plan()
     if plan is None:

@@ -148,9 +148,17 @@ def prepare_run(cfg: DictConfig, out_dir: Path, root: Path, extra_callbacks: Seq
     curves = next(c for c in builtins if isinstance(c, EpochCurves))
     optional = [instantiate(node, f"callbacks.{name}") for name, node in (cfg.get("callbacks") or {}).items() if node]
     callbacks = [*builtins, *optional, *extra_callbacks]
+    _check_strategy(cfg)
     trainer = build_trainer(cfg, callbacks, out_dir)
     destination = instantiate(cfg.logger, "logger")
     return PreparedRun(cfg, config, data, datamodule, task, trainer, curves, destination, out_dir, root, callbacks)
+
+
+def _check_strategy(cfg: DictConfig) -> None:
+    strategy = OmegaConf.select(cfg, "trainer.strategy")
+    if isinstance(strategy, str) and "spawn" in strategy:
+        raise ConfigError("trainer.strategy", f"'{strategy}' is not supported: spawned ranks get a pickled copy of the "
+                          "run and hand back only the weights, not the curves", "ddp (or auto)")
 
 
 def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback], out_dir: Path, **overrides: Any) -> pl.Trainer:
