@@ -19,9 +19,8 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 from project_copy import BIN, project_env
 
-from labline.runs import resume
+from labline.runs import records, resume
 from labline.runs.assembly import prepare_run
-from labline.runs.records import test_metric_name
 
 pytestmark = pytest.mark.e2e
 
@@ -97,13 +96,13 @@ def _single_process_test(project: Path, run, out_dir: Path, tmp: Path) -> dict[s
     checkpoint = out_dir / json.loads((out_dir / "run.json").read_text())["checkpoint"]
     results = one.trainer.test(one.task, datamodule=one.datamodule, ckpt_path=str(checkpoint), verbose=False,
                                weights_only=True)[0]
-    return {test_metric_name(k): float(v) for k, v in results.items()}
+    return {records.test_metric_name(k): float(v) for k, v in results.items()}
 
 
 def test_two_ranks_make_one_run_with_per_epoch_curves_and_the_single_process_test_metrics(project: Path,
                                                                                           tmp_path: Path) -> None:
     before, probe = set(_runs(project)), tmp_path / "probe"
-    done = _train(project, probe, "trainer.max_epochs=2", "trainer.sync_batchnorm=true")
+    done = _train(project, probe, "trainer.max_epochs=2")
     assert done.returncode == 0, done.stderr[-3000:]
     run = _new_run(project, before)
     assert run.info.status == "FINISHED"
@@ -116,7 +115,7 @@ def test_two_ranks_make_one_run_with_per_epoch_curves_and_the_single_process_tes
     ranks = _ranks(probe)
     assert [r["world_size"] for r in ranks] == [2, 2] and ranks[0]["pid"] != ranks[1]["pid"]
     assert [r["threads"] for r in ranks] == [1, 1]
-    assert all(r["sync_batchnorm"] == r["batchnorm"] > 0 for r in ranks), ranks
+    assert all(r["batchnorm"] > 0 and r["sync_batchnorm"] == 0 for r in ranks), ranks
     assert [r["train_batches"] for r in ranks] == [4, 4]
     assert ranks[0]["first_batch_sum"] != ranks[1]["first_batch_sum"], "both ranks trained on the same shard"
 
@@ -130,6 +129,16 @@ def test_two_ranks_make_one_run_with_per_epoch_curves_and_the_single_process_tes
 
     val = np.load(_client(project).download_artifacts(run.info.run_id, "predictions/val.npz", str(tmp_path)))
     assert len(val["probs"]) == len(val["index"]) == len(set(val["index"].tolist())) > 0, "each val sample once"
+
+
+def test_sync_batchnorm_on_the_cpu_is_one_line_before_any_run(project: Path, tmp_path: Path) -> None:
+    """torch's DistributedDataParallel refuses SyncBatchNorm on CPU modules; labline says so before the run exists."""
+    before = set(_runs(project))
+    done = _train(project, tmp_path / "probe", "trainer.sync_batchnorm=true")
+    assert done.returncode == 2, done.stderr[-3000:]
+    (line,) = done.stderr.strip().splitlines()
+    assert "trainer.sync_batchnorm" in line and "GPU" in line
+    assert set(_runs(project)) == before
 
 
 def test_sigkill_of_the_job_then_the_same_command_resumes_into_the_same_run(project: Path, tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 
@@ -148,17 +149,23 @@ def prepare_run(cfg: DictConfig, out_dir: Path, root: Path, extra_callbacks: Seq
     curves = next(c for c in builtins if isinstance(c, EpochCurves))
     optional = [instantiate(node, f"callbacks.{name}") for name, node in (cfg.get("callbacks") or {}).items() if node]
     callbacks = [*builtins, *optional, *extra_callbacks]
-    _check_strategy(cfg)
+    _check_distributed(cfg)
     trainer = build_trainer(cfg, callbacks, out_dir)
     destination = instantiate(cfg.logger, "logger")
     return PreparedRun(cfg, config, data, datamodule, task, trainer, curves, destination, out_dir, root, callbacks)
 
 
-def _check_strategy(cfg: DictConfig) -> None:
+def _check_distributed(cfg: DictConfig) -> None:
+    """What Lightning or torch would refuse only once the ranks have started (after the MLflow run exists)."""
     strategy = OmegaConf.select(cfg, "trainer.strategy")
     if isinstance(strategy, str) and "spawn" in strategy:
         raise ConfigError("trainer.strategy", f"'{strategy}' is not supported: spawned ranks get a pickled copy of the "
                           "run and hand back only the weights, not the curves", "ddp (or auto)")
+    accelerator = OmegaConf.select(cfg, "trainer.accelerator", default="auto")
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    if OmegaConf.select(cfg, "trainer.sync_batchnorm", default=False) and on_cpu:
+        raise ConfigError("trainer.sync_batchnorm", "torch's SyncBatchNorm needs GPUs: DistributedDataParallel refuses it "
+                          "on CPU modules", "false on the CPU; true with trainer=gpu trainer.devices=N")
 
 
 def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback], out_dir: Path, **overrides: Any) -> pl.Trainer:
