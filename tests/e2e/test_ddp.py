@@ -194,3 +194,18 @@ def test_sigterm_to_rank_zero_stops_every_rank_and_the_run_is_killed(project: Pa
     run = _new_run(project, before)
     assert run.info.status == "KILLED" and "SIGTERM" in run.data.tags["stop_reason"]
     assert _gone(_ranks(probe)[1]["pid"])
+
+
+def test_few_shot_episodes_are_shared_out_between_the_ranks_and_tested_once(project: Path, tmp_path: Path) -> None:
+    """8 training episodes over 2 ranks: 4 each, different ones; the 10 test episodes are scored once each."""
+    before, probe = set(_runs(project)), tmp_path / "probe"
+    done = _train(project, probe, "experiment=fewshot_protonet_glyphs", "data.source.classes=40", "data.source.samples=10",
+                  "data.source.size=16", "backbone.channels=[16,16]", "task.datamodule.query=5",
+                  "task.datamodule.train_episodes=8", "task.datamodule.val_episodes=4", "task.datamodule.test_episodes=10",
+                  "trainer.max_epochs=1", "trainer.enable_progress_bar=false")
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = _new_run(project, before)
+    ranks = _ranks(probe)
+    assert [r["train_batches"] for r in ranks] == [4, 4]
+    assert ranks[0]["first_batch_sum"] != ranks[1]["first_batch_sum"]
+    assert run.data.metrics["test_episodes"] == 10
