@@ -41,6 +41,9 @@ ENTRY = Path(labline.__file__).resolve().parent / "ranks.py"
 # How long a stopped rank waits for rank zero to end it, and how long rank zero waits for a finished rank to exit.
 STOP_GRACE_SECONDS = 60.0
 EXIT_WAIT_SECONDS = 60.0
+# What Lightning's launcher exports in rank zero's process; left set, the next training in this process (a sweep's
+# next trial, the single-device test) would believe its ranks were started from outside.
+LAUNCH_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", PLAN_ENV)
 
 
 def topology_tags(trainer: pl.Trainer) -> dict[str, Any]:
@@ -64,6 +67,7 @@ def launching_ranks(trainer: pl.Trainer, config: dict[str, Any], out_dir: Path, 
     plan = {"config": config, "out_dir": str(out_dir.resolve()), "root": str(root.resolve()),
             "checkpoint": str(checkpoint) if checkpoint else None, "parent": os.getpid()}
     argv, spec = list(sys.argv), getattr(__main__, "__spec__", None)
+    environment = {k: os.environ.get(k) for k in LAUNCH_ENV}
     os.environ[PLAN_ENV] = json.dumps(plan)
     # Lightning runs `python -m <__main__'s module>` when it has one, else `python <sys.argv[0]> <sys.argv[1:]>`.
     sys.argv[0], __main__.__spec__ = str(ENTRY), None
@@ -74,7 +78,11 @@ def launching_ranks(trainer: pl.Trainer, config: dict[str, Any], out_dir: Path, 
     finally:
         sys.argv[:] = argv
         __main__.__spec__ = spec
-        os.environ.pop(PLAN_ENV, None)
+        for key, value in environment.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
         end_ranks(trainer, ok)
 
 
