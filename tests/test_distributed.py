@@ -51,3 +51,26 @@ def test_sync_batchnorm_reaches_lightning_and_converts_every_batchnorm(compose, 
     converted = trainer.strategy._layer_sync.apply(task)  # what DDPStrategy.setup does to the model
     norms = [m for m in converted.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     assert norms and all(isinstance(m, torch.nn.SyncBatchNorm) for m in norms)
+
+
+def test_rank_zero_points_the_launcher_at_the_rank_entry_and_restores_its_process(compose, tmp_path, monkeypatch) -> None:
+    """Inside the block Lightning would re-run ``labline/ranks.py`` with the plan; after it, the process is as before
+    (the next training in it, a sweep's next trial, must start its own ranks)."""
+    import json
+    import sys
+
+    from labline.runs.ranks import ENTRY, PLAN_ENV, launching_ranks, rank_plan
+
+    cfg = compose("trainer=ddp", "threads=1")
+    trainer = build_trainer(cfg, [], tmp_path)
+    argv = list(sys.argv)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    with launching_ranks(trainer, {"seed": 3}, tmp_path, ROOT, None):
+        assert sys.argv[0] == str(ENTRY) and ENTRY.exists()
+        plan = json.loads(os.environ[PLAN_ENV])
+        assert plan["config"] == {"seed": 3} and plan["out_dir"] == str(tmp_path.resolve()) and plan["checkpoint"] is None
+        os.environ["LOCAL_RANK"] = "0"  # what Lightning's launcher exports in rank zero
+        assert rank_plan() is None, "rank zero never follows its own plan"
+        os.environ["LOCAL_RANK"] = "1"
+        assert rank_plan() == plan
+    assert sys.argv == argv and PLAN_ENV not in os.environ and "LOCAL_RANK" not in os.environ
