@@ -10,8 +10,8 @@ to resume from. So a rank needs no Hydra, no command line and no MLflow: it trai
 rank zero (``labline train``, a DVC stage, a sweep or an ablation).
 
 Stopping: a stop every rank agrees on (the non-finite guard's, whose decision is reduced over the ranks, or a
-Ctrl-C the terminal sends to all of them) is reported by rank zero alone, which records the run FAILED or KILLED
-and then ends the other ranks; a rank that stopped waits for that (Lightning's launcher kills rank zero as soon
+Ctrl-C the terminal sends to all of them) is reported by rank zero alone, which ends the other ranks and records
+the run FAILED or KILLED; a rank that stopped waits for that (Lightning's launcher kills rank zero as soon
 as a rank exits with an error, before it could record why). A rank whose rank zero died (SIGKILL) ends itself.
 """
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -100,7 +101,7 @@ def end_ranks(trainer: pl.Trainer, ok: bool) -> None:
             try:
                 proc.wait(timeout=EXIT_WAIT_SECONDS)
                 continue
-            except Exception:  # noqa: BLE001 - a rank that does not exit is ended below
+            except subprocess.TimeoutExpired:  # a rank that does not exit is ended below
                 pass
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)  # a rank blocked in a collective never reaches a Python handler
