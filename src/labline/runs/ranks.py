@@ -88,9 +88,9 @@ def launching_ranks(trainer: pl.Trainer, config: dict[str, Any], out_dir: Path, 
 
 
 def end_ranks(trainer: pl.Trainer, ok: bool) -> None:
-    """Close the process group; wait for the ranks this process started (``ok``) or end them."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    """Wait for the ranks this process started (``ok``) or end them, then close the process group. In that order:
+    closing a gloo group waits for its pending collectives, which a stopped peer would never complete, while a
+    collective whose peer is gone fails at once."""
     started = getattr(trainer.strategy.launcher, "procs", None) or []
     procs = list(started)
     # Lightning's launcher watches this same list and SIGKILLs rank zero when a rank exits with an error: emptied,
@@ -106,6 +106,8 @@ def end_ranks(trainer: pl.Trainer, ok: bool) -> None:
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)  # a rank blocked in a collective never reaches a Python handler
         proc.wait()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def rank_plan() -> dict[str, Any] | None:
