@@ -54,6 +54,14 @@ def topology_tags(trainer: pl.Trainer) -> dict[str, Any]:
             "distributed.accelerator": type(trainer.accelerator).__name__}
 
 
+def own_signals(trainer: pl.Trainer) -> None:
+    """Keep labline's SIGINT/SIGTERM handling (``graceful_signals``) in charge of a distributed training. Lightning's
+    own SIGTERM handler broadcasts from inside the handler; a signal landing during backward, with bucket
+    all-reduces half launched, then waits for ever on a peer that waits for the rest of them (seen with gloo).
+    labline's handler only raises in this process; rank zero then ends the other ranks."""
+    trainer._signal_connector.register_signal_handlers = lambda: None  # Lightning 2.x, private but stable
+
+
 @contextmanager
 def launching_ranks(trainer: pl.Trainer, config: dict[str, Any], out_dir: Path, root: Path,
                     checkpoint: Path | None) -> Iterator[None]:
@@ -65,6 +73,7 @@ def launching_ranks(trainer: pl.Trainer, config: dict[str, Any], out_dir: Path, 
         return
     import __main__
 
+    own_signals(trainer)
     plan = {"config": config, "out_dir": str(out_dir.resolve()), "root": str(root.resolve()),
             "checkpoint": str(checkpoint) if checkpoint else None, "parent": os.getpid()}
     argv, spec = list(sys.argv), getattr(__main__, "__spec__", None)
@@ -133,6 +142,7 @@ def follow(plan: dict[str, Any]) -> None:
     _watch_parent(int(plan["parent"]))
     cfg = OmegaConf.create(plan["config"])
     run = prepare_run(cfg, Path(plan["out_dir"]), Path(plan["root"]))
+    own_signals(run.trainer)
     with graceful_signals():
         try:
             run.trainer.fit(run.task, datamodule=run.datamodule, ckpt_path=plan["checkpoint"], weights_only=True)
