@@ -190,7 +190,11 @@ def test_sigterm_to_rank_zero_stops_every_rank_and_the_run_is_killed(project: Pa
         assert proc.poll() is None, proc.stderr.read()[-2000:]
         time.sleep(0.1)
     proc.send_signal(signal.SIGTERM)  # rank zero only, as a scheduler would
-    assert proc.wait(timeout=120) == 143
+    try:
+        assert proc.wait(timeout=120) == 143
+    finally:
+        if proc.poll() is None:  # a hung job must not outlive the test
+            os.killpg(proc.pid, signal.SIGKILL)
     run = _new_run(project, before)
     assert run.info.status == "KILLED" and "SIGTERM" in run.data.tags["stop_reason"]
     assert _gone(_ranks(probe)[1]["pid"])
