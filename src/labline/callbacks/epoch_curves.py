@@ -64,7 +64,8 @@ class EpochCurves(pl.Callback):
         self.rows.append({"epoch": epoch, **metrics})
         if time.monotonic() - self.last_flush >= self.flush_seconds:
             self.flush()
-        self._write_csv()
+        if trainer.is_global_zero:  # every rank keeps the rows (they are in its checkpoint state); one writes them
+            self._write_csv()
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.flush()

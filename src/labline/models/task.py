@@ -132,6 +132,14 @@ class Task(pl.LightningModule):
         self.optimizer_factory, self.scheduler_factory = context.optimizer(), context.scheduler()
         self._test_predictions: list[tuple[torch.Tensor, torch.Tensor]] = []
 
+    def log(self, name: str, value: Any, *args: Any, **kwargs: Any) -> None:
+        """Every value a task logs (``log_dict`` included) is reduced over the ranks of a distributed training:
+        Lightning otherwise keeps each rank's own, and rank zero would record the metrics of its shard only.
+        Values torchmetrics already synchronised come out unchanged (the mean of equal values)."""
+        if self._trainer is not None and self._trainer.world_size > 1:
+            kwargs["sync_dist"] = True
+        super().log(name, value, *args, **kwargs)
+
     def configure_optimizers(self) -> Any:
         return configure_optimization(self, self.optimizer_factory, self.scheduler_factory)
 

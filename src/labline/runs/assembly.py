@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 
@@ -59,6 +60,21 @@ class PreparedRun:
     destination: Destination
     out_dir: Path
     root: Path
+    callbacks: list[pl.Callback]
+    _evaluator: pl.Trainer | None = None
+
+    @property
+    def evaluator(self) -> pl.Trainer:
+        """The trainer that tests: the training one, or, when training ran over several processes, a single-device
+        trainer in rank zero with the same callbacks. A distributed sampler pads the test split so every rank gets as
+        many batches (duplicating samples) and each rank sees only its shard; one process sees every sample exactly
+        once, so the test metrics equal a single-process run's for the same checkpoint."""
+        if self.trainer.world_size <= 1:
+            return self.trainer
+        if self._evaluator is None:
+            self._evaluator = build_trainer(self.cfg, self.callbacks, self.out_dir, devices=1, num_nodes=1,
+                                            strategy="auto", sync_batchnorm=False)
+        return self._evaluator
 
 
 def _check_positive(cfg: DictConfig, key: str, least: int) -> None:
@@ -132,8 +148,28 @@ def prepare_run(cfg: DictConfig, out_dir: Path, root: Path, extra_callbacks: Seq
     builtins = builtin_callbacks(cfg, out_dir, task)
     curves = next(c for c in builtins if isinstance(c, EpochCurves))
     optional = [instantiate(node, f"callbacks.{name}") for name, node in (cfg.get("callbacks") or {}).items() if node]
-    bar = any(isinstance(c, pl.callbacks.ProgressBar) for c in builtins)
-    trainer = instantiate(cfg.trainer, "trainer", callbacks=[*builtins, *optional, *extra_callbacks], logger=False,
-                          default_root_dir=str(out_dir), enable_model_summary=False, enable_progress_bar=bar)
+    callbacks = [*builtins, *optional, *extra_callbacks]
+    _check_distributed(cfg)
+    trainer = build_trainer(cfg, callbacks, out_dir)
     destination = instantiate(cfg.logger, "logger")
-    return PreparedRun(cfg, config, data, datamodule, task, trainer, curves, destination, out_dir, root)
+    return PreparedRun(cfg, config, data, datamodule, task, trainer, curves, destination, out_dir, root, callbacks)
+
+
+def _check_distributed(cfg: DictConfig) -> None:
+    """What Lightning or torch would refuse only once the ranks have started (after the MLflow run exists)."""
+    strategy = OmegaConf.select(cfg, "trainer.strategy")
+    if isinstance(strategy, str) and "spawn" in strategy:
+        raise ConfigError("trainer.strategy", f"'{strategy}' is not supported: spawned ranks get a pickled copy of the "
+                          "run and hand back only the weights, not the curves", "ddp (or auto)")
+    accelerator = OmegaConf.select(cfg, "trainer.accelerator", default="auto")
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    if OmegaConf.select(cfg, "trainer.sync_batchnorm", default=False) and on_cpu:
+        raise ConfigError("trainer.sync_batchnorm", "torch's SyncBatchNorm needs GPUs: DistributedDataParallel refuses it "
+                          "on CPU modules", "false on the CPU; true with trainer=gpu trainer.devices=N")
+
+
+def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback], out_dir: Path, **overrides: Any) -> pl.Trainer:
+    """The configured Trainer with labline's callbacks (``overrides``: Trainer arguments that win over the config)."""
+    bar = any(isinstance(c, pl.callbacks.ProgressBar) for c in callbacks)
+    return instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=False, default_root_dir=str(out_dir),
+                       enable_model_summary=False, enable_progress_bar=bar, **overrides)

@@ -27,6 +27,7 @@ from labline.runs import resume
 from labline.runs.assembly import PreparedRun, prepare_run
 from labline.runs.context import NO_CONTEXT, RunContext
 from labline.runs.predictions import log_predictions, serving_as_test
+from labline.runs.ranks import launching_ranks, topology_tags
 from labline.runs.records import config_hash, data_tags, default_run_name, option_names
 from labline.runs.reports import classification_reports
 from labline.tracking.lifecycle import RunHandle, open_run
@@ -39,7 +40,7 @@ def run_tags(run: PreparedRun) -> dict[str, str]:
     """Provenance, model complexity (FLOPs of one sample, 2 x MACs) and the task's own tags, recorded once."""
     complexity = model_complexity(run.task, run.datamodule.input_shape)
     return {**{f"model.{k}": str(v) for k, v in complexity.items()}, **data_tags(run.cfg, run.data, run.datamodule),
-            "config_hash": config_hash(run.config), **run.task.run_tags()}
+            "config_hash": config_hash(run.config), **topology_tags(run.trainer), **run.task.run_tags()}
 
 
 @contextmanager
@@ -55,14 +56,17 @@ def open_training_run(run: PreparedRun, name: str, tags: dict[str, str], run_id:
 
 
 def _interrupt_checkpoint(run: PreparedRun) -> None:
-    """On SIGINT/SIGTERM, keep a resumable checkpoint of the last completed epoch."""
+    """On SIGINT/SIGTERM, keep a resumable checkpoint of the last completed epoch. Over several processes only the
+    epoch-end ones: saving waits for every rank at a barrier, which ranks that stopped never reach."""
+    if run.trainer.world_size > 1:
+        return
     if resume.latest_checkpoint(run.out_dir) is None:  # else resume from the last epoch end, not mid-epoch
         run.trainer.save_checkpoint(resume.checkpoint_file(run.out_dir, resume.LAST))
 
 
 def fit(run: PreparedRun, handle: RunHandle, resume_from: Path | None = None) -> Path:
     """Train (or resume); returns the best checkpoint. Records curves, best/stopped epoch and the checkpoint."""
-    with graceful_signals():
+    with graceful_signals(), launching_ranks(run.trainer, run.config, run.out_dir, run.root, resume_from):
         try:
             # weights_only: a checkpoint on shared storage is a file others can write; it must not run code.
             run.trainer.fit(run.task, datamodule=run.datamodule, ckpt_path=str(resume_from) if resume_from else None,
@@ -94,7 +98,7 @@ def fit(run: PreparedRun, handle: RunHandle, resume_from: Path | None = None) ->
 
 def test(run: PreparedRun, handle: RunHandle, checkpoint: Path, reports: Path) -> dict[str, float]:
     """Evaluate the checkpoint on the test split once; write metrics (and what the task adds) to reports/ and MLflow."""
-    results = run.trainer.test(run.task, datamodule=run.datamodule, ckpt_path=str(checkpoint), verbose=False,
+    results = run.evaluator.test(run.task, datamodule=run.datamodule, ckpt_path=str(checkpoint), verbose=False,
                                weights_only=True)[0]
     metrics = {k: float(v) for k, v in results.items()}  # test/acc beside val/acc, as the task logs them
     write_json(metrics, reports / "metrics.json")
@@ -117,7 +121,8 @@ def log_validation_predictions(run: PreparedRun, handle: RunHandle, checkpoint: 
     if len(index) == 0:
         return
     with serving_as_test(run.datamodule, "val"):
-        run.trainer.test(run.task, datamodule=run.datamodule, ckpt_path=str(checkpoint), verbose=False, weights_only=True)
+        run.evaluator.test(run.task, datamodule=run.datamodule, ckpt_path=str(checkpoint), verbose=False,
+                           weights_only=True)
     found = run.task.test_probabilities()
     if found is not None:
         log_predictions(handle, "val", *found, index)

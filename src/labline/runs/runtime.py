@@ -3,7 +3,10 @@
 A contended core makes a step 10-20x slower, so the thread count is set before anything else runs. A
 ceiling set from outside caps it: ``LABLINE_MAX_THREADS`` (parallel test workers or anything else that
 shares the cores out) and, inside a SLURM allocation, ``SLURM_CPUS_PER_TASK`` (the CPUs the job was given).
-The config stays what the user wrote; the process never oversubscribes its share of the cores.
+The config stays what the user wrote; the process never oversubscribes its share of the cores. A training
+over several processes on one node (``trainer.devices`` > 1) shares the node's cores among its ranks: each rank
+uses at most cores / ranks threads (and says so in ``OMP_NUM_THREADS``, which Lightning's launcher and the
+ranks it starts read instead of choosing their own count).
 Libraries' console notices (Lightning's srun hint and tips, MLflow's INFO lines) are silenced here too, through
 ``reporting.console.quiet_libraries`` (``verbose=true`` keeps them).
 """
@@ -14,7 +17,7 @@ import os
 
 import lightning.pytorch as pl
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from labline.core.errors import ConfigError
 from labline.reporting.console import quiet_libraries
@@ -32,13 +35,35 @@ def thread_ceiling() -> int | None:
     return min(limits) if limits else None
 
 
+def ranks_per_node(cfg: DictConfig) -> int:
+    """How many processes of this training share the node: ``trainer.devices`` (a count, or a list of devices;
+    ``auto`` counts as one)."""
+    devices = OmegaConf.select(cfg, "trainer.devices", default=1)
+    if isinstance(devices, ListConfig | list | tuple):
+        return max(len(devices), 1)
+    if isinstance(devices, str):
+        return int(devices) if devices.isdigit() else 1
+    return max(int(devices), 1) if isinstance(devices, int) else 1
+
+
+def rank_threads(cfg: DictConfig, threads: int) -> int:
+    """``threads`` capped by the ceiling from outside and, for several ranks per node, by cores / ranks."""
+    ranks = ranks_per_node(cfg)
+    limits = [threads, thread_ceiling() or threads]
+    if ranks > 1:
+        limits.append(max(1, len(os.sched_getaffinity(0)) // ranks))
+    return min(limits)
+
+
 def setup_runtime(cfg: DictConfig) -> None:
     quiet_libraries(bool(cfg.get("verbose", False)))
     threads = cfg.get("threads", 2)
     if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
         raise ConfigError("threads", f"must be a positive integer, got {threads!r}", "1 .. number of cores")
-    ceiling = thread_ceiling()
-    torch.set_num_threads(min(threads, ceiling) if ceiling else threads)
+    chosen = rank_threads(cfg, threads)
+    torch.set_num_threads(chosen)
+    if ranks_per_node(cfg) > 1:
+        os.environ["OMP_NUM_THREADS"] = str(chosen)
     seed = cfg.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
         raise ConfigError("seed", f"must be an integer in 0 .. {MAX_SEED}, got {seed!r}")
