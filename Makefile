@@ -9,7 +9,7 @@ export PATH := $(BIN):$(PATH)
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export MPLBACKEND := Agg
 
-.PHONY: run test ui install params lint bench clean-results browser screenshots lab-install lab-up lab-down
+.PHONY: run test results ui install params lint bench clean-results browser screenshots lab-install lab-up lab-down
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,14 @@ run: $(STAMP)
 test: $(STAMP) browser lab-install
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile --durations=15
+
+## Re-measure labline's own published results (pipelines/results: one DVC stage per table row, fixed seeds),
+## then render the README/docs tables from the metrics files. Long on 2 cores: one row is
+## `dvc repro pipelines/results/dvc.yaml:row@NAME`.
+results: $(STAMP)
+	@test -d .dvc || $(BIN)/dvc init --quiet
+	$(BIN)/dvc repro pipelines/results/dvc.yaml
+	$(BIN)/labline docs
 
 ## Headless Chromium for the dashboard tests (Debian packages; installed only when root and missing: CI runs as root).
 browser:

@@ -115,9 +115,32 @@ def _reproduce(args: argparse.Namespace) -> None:
 
 
 def _docs(args: argparse.Namespace) -> None:
-    from labline.reporting.components_doc import write
+    """components.md from conf/, and every results table from pipelines/results/metrics (stale rows marked)."""
+    from labline.reporting.components_doc import render, write
+    from labline.reporting.results_doc import render_all
+    from labline.studies.results import load_spec, measured, stale_rows
 
-    print(f"wrote {write(config_dir(), Path(args.output))}")
+    root = workspace_root()
+    spec = load_spec(root)
+    rendered = {Path(args.output): render(config_dir()),
+                **render_all(root, spec, measured(root, spec), stale_rows(root))}
+    if args.check:
+        differ = [str(p) for p, text in rendered.items() if not p.is_file() or p.read_text() != text]
+        if differ:
+            raise ConfigError(", ".join(differ), "differs from a fresh rendering", "run `labline docs`")
+        print(f"up to date: {', '.join(str(p) for p in rendered)}")
+        return
+    write(config_dir(), Path(args.output))
+    for path, text in rendered.items():
+        if path != Path(args.output) and path.read_text() != text:
+            path.write_text(text)
+    print(f"wrote {', '.join(str(p) for p in rendered)}")
+
+
+def _measure(args: argparse.Namespace) -> None:
+    from labline.studies.results import measure
+
+    print(f"wrote {measure(workspace_root(), args.row)}")
 
 
 def _runs(args: argparse.Namespace) -> None:
@@ -183,9 +206,15 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("run_id")
     rep.add_argument("--allow-drift", action="store_true", help="run even if code or data differ (recorded on the new run)")
     rep.set_defaults(func=_reproduce)
-    docs = sub.add_parser("docs", help="regenerate docs/components.md from conf/")
+    docs = sub.add_parser("docs", help="regenerate docs/components.md from conf/ and the results tables from "
+                                       "pipelines/results/metrics (stale rows marked)")
     docs.add_argument("--output", default="docs/components.md")
+    docs.add_argument("--check", action="store_true", help="exit 2 if a generated file differs from a fresh rendering")
     docs.set_defaults(func=_docs)
+    measure = sub.add_parser("measure", help="measure one row of labline's results tables (pipelines/results; what "
+                                             "`make results` runs per row)")
+    measure.add_argument("row", help="a row of pipelines/results/results.yaml")
+    measure.set_defaults(func=_measure)
     runs = sub.add_parser("runs", help="list recent runs with their ids (what ensemble, reproduce and backbone.weights take)")
     runs.add_argument("--experiment", help="only this MLflow experiment (default: all)")
     runs.add_argument("--status", help="RUNNING, FINISHED, FAILED or KILLED")

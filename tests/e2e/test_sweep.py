@@ -20,6 +20,8 @@ pytestmark = pytest.mark.e2e
 
 TINY = ["hparams_search=digits_cnn", "trainer.max_epochs=3", "+trainer.limit_train_batches=3", "logger.log_checkpoint=false"]
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+LONGER = ["hparams_search=digits_cnn", "trainer.max_epochs=5", "+trainer.limit_train_batches=3", "logger.log_checkpoint=false",
+          "threads=1", "hydra.sweeper.n_trials=3", "hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.pruner.name=none"]
 
 
 def _study(project: Path, name: str) -> optuna.Study:
@@ -79,8 +81,8 @@ def test_pruning_study_with_a_failing_trial(project: Path) -> None:
 
 
 def test_killed_study_resumes_to_exactly_n_trials(project: Path) -> None:
-    args = ["labline", "train", "-m", *TINY, "threads=1", "hydra.sweeper.study_name=resume", "hydra.sweeper.n_trials=3",
-            "hydra.sweeper.heartbeat_interval=1"]
+    # No pruning and 5 epochs: a trial pruned at its first report is RUNNING with values for a few milliseconds only.
+    args = ["labline", "train", "-m", *LONGER, "hydra.sweeper.study_name=resume"]
     log = project / "killed-session.log"
     with log.open("w") as out:
         first = subprocess.Popen([str(BIN / args[0]), *args[1:]], cwd=project, env=project_env(project), stdout=out,
@@ -89,7 +91,7 @@ def test_killed_study_resumes_to_exactly_n_trials(project: Path) -> None:
     alive_at_kill = False
     try:
         while time.monotonic() < deadline and first.poll() is None:
-            time.sleep(1)
+            time.sleep(0.3)
             try:
                 trials = _study(project, "resume").trials
             except KeyError:  # the study does not exist yet
@@ -114,7 +116,8 @@ def test_killed_study_resumes_to_exactly_n_trials(project: Path) -> None:
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     assert client.get_run(killed_run).info.status == "RUNNING", "killed while its training run was open"
 
-    run_cli_result = _sweep(project, "resume", "threads=1", "hydra.sweeper.n_trials=3", "hydra.sweeper.heartbeat_interval=1")
+    run_cli_result = run_cli(project, "labline", "train", "-m", *LONGER, "hydra.sweeper.study_name=resume", timeout=600)
+    assert run_cli_result.returncode == 0, run_cli_result.stdout[-3000:] + run_cli_result.stderr[-3000:]
     trials = _study(project, "resume").trials
     assert sum(t.state in FINISHED for t in trials) == 3
     assert [t.number for t in trials] == list(range(len(trials))), "no repeated or missing trial numbers"

@@ -1,0 +1,68 @@
+"""Results tables: cells filled from metrics files (mean ± sample std over seeds), missing and stale rows said,
+only the marked block rewritten, and the committed tables equal to a rendering of the committed metrics files."""
+
+from __future__ import annotations
+
+import statistics
+
+import pytest
+
+from labline.core.errors import ConfigError
+from labline.reporting.results_doc import BLOCK, STALE, format_cell, render_all, render_file, render_table
+from labline.studies.results import load_spec, measured, row_spec
+from testroot import ROOT
+
+SPEC = {"rows": {"a": {"runs": {"x": []}}, "b": {"runs": {"y": []}}},
+        "tables": {"t": {"file": "doc.md", "rows": [
+            {"row": "a", "label": "A", "reference": "paper 0.9", "show": "{x.acc} / {x.auc:.1%}", "budget": "2 epochs"},
+            {"row": "b", "label": "B", "show": "{y.acc}"}]}}}
+RECORD = {"values": {"x": {"acc": [0.9, 0.8, 0.85], "auc": [0.5]}}, "wall_s": 75.0, "commit": "0123456789abcdef",
+          "date": "2026-12-02"}
+
+
+def test_a_cell_is_the_mean_and_sample_std_over_seeds_in_the_given_format() -> None:
+    values = RECORD["values"]
+    expected = f"{statistics.fmean([0.9, 0.8, 0.85]):.3f} ± {statistics.stdev([0.9, 0.8, 0.85]):.3f}"
+    assert format_cell("{x.acc} / {x.auc:.1%}", values) == f"{expected} / 50.0%"
+    assert format_cell("{x.f1}", values) == "(no x.f1)", "a field the row did not record names itself"
+
+
+def test_a_table_says_which_rows_are_unmeasured_and_which_are_stale() -> None:
+    fresh = render_table(SPEC["tables"]["t"], {"a": RECORD, "b": None}, set())
+    lines = fresh.splitlines()
+    assert lines[0].startswith("| experiment | measured |") and len(lines) == 4
+    assert "| A | 0.850 ± 0.050 / 50.0% | 2 epochs | 1.2 min | `0123456`, 2026-12-02 | paper 0.9 |" == lines[2]
+    assert "not measured yet: `make results` (row `b`)" in lines[3]
+    stale = render_table(SPEC["tables"]["t"], {"a": RECORD, "b": None}, {"a"})
+    assert f"2026-12-02 {STALE}" in stale.splitlines()[2] and STALE not in stale.splitlines()[3]
+
+
+def test_only_the_marked_block_is_rewritten() -> None:
+    text = "intro\n<!-- results:t -->\nold table\n<!-- /results -->\noutro\n"
+    out = render_file(text, SPEC, {"a": RECORD, "b": None}, set(), "doc.md")
+    assert out.startswith("intro\n<!-- results:t -->\n| experiment") and out.endswith("<!-- /results -->\noutro\n")
+    assert "old table" not in out
+    with pytest.raises(ConfigError, match="results block 'nope'"):
+        render_file("<!-- results:nope -->\n<!-- /results -->\n", SPEC, {}, set(), "doc.md")
+
+
+def test_every_row_of_the_spec_composes_and_every_table_row_exists() -> None:
+    spec = load_spec(ROOT)
+    for name in spec["rows"]:
+        row = row_spec(spec, name)
+        assert row.runs and all(isinstance(o, str) for overrides in row.runs.values() for o in overrides)
+        assert all(m in row.runs for e in row.ensembles.values() for m in e["members"])
+    for table in spec["tables"].values():
+        assert all(entry["row"] in spec["rows"] for entry in table["rows"])
+    with pytest.raises(ConfigError, match="unknown results row 'nope'"):
+        row_spec(spec, "nope")
+
+
+def test_the_committed_tables_show_the_committed_metrics_files() -> None:
+    """Staleness aside (DVC's status, checked end to end), each committed table equals its rendering."""
+    spec = load_spec(ROOT)
+    records = measured(ROOT, spec)
+    assert any(records.values()), "some rows are measured"
+    for path, text in render_all(ROOT, spec, records, set()).items():
+        committed = [m["body"].replace(f" {STALE}", "") for m in BLOCK.finditer(path.read_text())]
+        assert committed and committed == [m["body"] for m in BLOCK.finditer(text)], f"{path}: run `labline docs`"
