@@ -32,7 +32,7 @@ from labline.core.io import write_json
 from labline.data.pipeline import ProcessedData
 from labline.data.semi import PART, UNLABELED, load_training_data
 from labline.metrics.scores import classifier_scores, cluster_to_class, clustering_scores
-from labline.reporting.console import config_tree, metrics_table
+from labline.reporting.console import config_tree, metrics_table, run_footer, run_header
 from labline.runs.context import NO_CONTEXT, RunContext
 from labline.runs.lightning_run import RUN_RECORD
 from labline.runs.predictions import log_predictions
@@ -137,7 +137,8 @@ def run(cfg: DictConfig, out_dir: Path, root: Path, do_test: bool | None = None,
     tags = {**data_tags(cfg, data), "config_hash": config_hash(full),
             "estimator": f"{type(estimator).__module__}.{type(estimator).__name__}", **context.tags}
     monitor = str(cfg.task.get("monitor", "val/acc"))
-    config_tree(config)
+    if cfg.get("verbose", False):
+        config_tree(config)
     fit_unlabeled = bool(cfg.task.get("fit_unlabeled", False))
     if fit_unlabeled and len(data.parts.get(PART, ())) == 0:
         raise ConfigError("data.labels_per_class", "task.fit_unlabeled: the estimator learns from unlabeled data, but the "
@@ -148,8 +149,10 @@ def run(cfg: DictConfig, out_dir: Path, root: Path, do_test: bool | None = None,
         fitted = _Fitted(estimator, data, data.x.reshape(len(data.x), -1).astype(np.float64), fit_unlabeled)
     except (ValueError, TypeError) as exc:
         raise ConfigError("task.estimator", " ".join(str(exc).split())) from None
-    with open_run(destination.store, destination.experiment_name, cfg.run_name or f"{cfg.data.name}-{name}-seed{cfg.seed}",
-                  tags=tags, config=config, root=root) as handle:
+    run_name = cfg.run_name or "-".join(filter(None, (context.kind, f"{cfg.data.name}-{name}-seed{cfg.seed}")))
+    if not context.quiet:
+        run_header(run_name, f"{name} on {cfg.data.name}", destination.experiment_name, destination.store.uri)
+    with open_run(destination.store, destination.experiment_name, run_name, tags=tags, config=config, root=root) as handle:
         val: dict[str, float] = {}
         if len(data.parts["val"]):
             val, val_probs, _ = fitted.scores("val")
@@ -164,7 +167,9 @@ def run(cfg: DictConfig, out_dir: Path, root: Path, do_test: bool | None = None,
             test = data.parts["test"]
             classification_reports(handle, data.classes, probs, data.y[test], test, out_dir)
         write_json({"run_id": handle.run_id}, out_dir / RUN_RECORD)
-    if metrics:
-        metrics_table(metrics)
+    if not context.quiet:
+        if metrics:
+            metrics_table(metrics)
+        run_footer(handle.run_id)
     return {"run_id": handle.run_id, "monitor": monitor, "best_value": val.get(monitor.removeprefix("val/")),
             "best_epoch": None, **metrics}

@@ -18,7 +18,7 @@ import math
 import multiprocessing
 import os
 import re
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,22 +125,27 @@ def train_planned(config: dict[str, Any], out_dir: str, root: str, tags: dict[st
     return run_task(OmegaConf.create(config), Path(out_dir), Path(root), context=RunContext(tags, quiet=True))["run_id"]
 
 
+def _report(spec: AblationSpec, parent: RunHandle, done: int, total: int, run: PlannedRun, run_id: str) -> None:
+    """The one line a finished run of the study prints (its training itself is quiet)."""
+    value = parent.store.run_value(parent.store.get_run(run_id), spec.metric)
+    console.print(f"[bold]ablation {spec.name}[/]: run {done}/{total} {run.key}: {spec.metric} "
+                  f"{'-' if value is None else f'{value:.4f}'} (run {run_id})", highlight=False)
+
+
 def execute(pending: list[PlannedRun], parent: RunHandle, spec: AblationSpec, out_dir: Path, root: Path) -> None:
     if spec.workers == 1:
         for i, run in enumerate(pending, 1):
             run_id = train_planned(to_plain(run.cfg), str(out_dir / run.key), str(root), run.tags(parent, spec.name))
-            value = parent.store.run_value(parent.store.get_run(run_id), spec.metric)
-            console.print(f"[bold]ablation {spec.name}[/]: run {i}/{len(pending)} {run.key}: {spec.metric} "
-                          f"{'-' if value is None else f'{value:.4f}'} (run {run_id})", highlight=False)
+            _report(spec, parent, i, len(pending), run, run_id)
         return
     with ProcessPoolExecutor(spec.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(train_planned, to_plain(run.cfg), str(out_dir / run.key), str(root),
-                               run.tags(parent, spec.name)) for run in pending]
-        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-        failed = next((f for f in done if f.exception() is not None), None)
-        if failed is not None:
-            pool.shutdown(cancel_futures=True)
-            failed.result()
+        futures = {pool.submit(train_planned, to_plain(run.cfg), str(out_dir / run.key), str(root),
+                               run.tags(parent, spec.name)): run for run in pending}
+        for i, future in enumerate(as_completed(futures), 1):
+            if future.exception() is not None:
+                pool.shutdown(cancel_futures=True)
+                future.result()
+            _report(spec, parent, i, len(pending), futures[future], future.result())
 
 
 def _metric_key(*parts: str) -> str:
