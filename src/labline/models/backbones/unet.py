@@ -40,8 +40,9 @@ class UNet(nn.Module):
         for c_out in channels:
             self.down.append(double_conv(c, c_out, norm, activation))
             c = c_out
-        self.up = nn.ModuleList(nn.ConvTranspose2d(hi, lo, 2, stride=2) for hi, lo in zip(channels[:0:-1], channels[-2::-1], strict=True))
-        self.merge = nn.ModuleList(double_conv(2 * lo, lo, norm, activation) for lo in channels[-2::-1])
+        deeper, shallower = channels[:0:-1], channels[-2::-1]  # decoder levels, deepest first
+        self.up = nn.ModuleList(nn.ConvTranspose2d(hi, lo, 2, stride=2) for hi, lo in zip(deeper, shallower, strict=True))
+        self.merge = nn.ModuleList(double_conv(2 * lo, lo, norm, activation) for lo in shallower)
         self.drop = nn.Dropout2d(layers.check_dropout(dropout))
         self.out_features = channels[0]
 
