@@ -42,19 +42,35 @@ def _keep(target: torch.Tensor, ignore_index: int | None) -> torch.Tensor:
     return torch.ones_like(target, dtype=torch.bool) if ignore_index is None else target != ignore_index
 
 
+def label_confusion(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
+                    ignore_index: int | None = None) -> torch.Tensor:
+    """``(K, K)`` pixel counts of two label maps: row the true class, column the predicted one."""
+    keep = _keep(target, ignore_index)
+    pred, target = pred[keep].long(), target[keep].long()
+    return torch.bincount(target * num_classes + pred, minlength=num_classes**2).reshape(num_classes, num_classes)
+
+
+def class_iou(confusion: torch.Tensor) -> torch.Tensor:
+    """IoU per class from a confusion matrix; NaN for a class absent from both prediction and target."""
+    inter = confusion.diag().float()
+    union = (confusion.sum(0) + confusion.sum(1)).float() - inter
+    return torch.where(union > 0, inter / union.clamp(min=1), torch.full_like(inter, float("nan")))
+
+
+def class_dice(confusion: torch.Tensor) -> torch.Tensor:
+    """Dice per class, ``2 |P∩T| / (|P| + |T|)``; NaN for a class absent from both."""
+    inter = confusion.diag().float()
+    sizes = (confusion.sum(0) + confusion.sum(1)).float()
+    return torch.where(sizes > 0, 2 * inter / sizes.clamp(min=1), torch.full_like(inter, float("nan")))
+
+
 def mean_iou(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int | None = None) -> torch.Tensor:
     """mIoU of two label maps: per-class IoU averaged over the classes present in either map.
 
     Classes absent from both say nothing about the prediction, so they are left
     out of the mean rather than counted as 0 or 1.
     """
-    keep = _keep(target, ignore_index)
-    pred, target = pred[keep].long(), target[keep].long()
-    confusion = torch.bincount(target * num_classes + pred, minlength=num_classes**2).reshape(num_classes, num_classes)
-    inter = confusion.diag().float()
-    union = confusion.sum(0) + confusion.sum(1) - confusion.diag()
-    present = union > 0
-    return (inter[present] / union[present]).mean()
+    return class_iou(label_confusion(pred, target, num_classes, ignore_index)).nanmean()
 
 
 def pixel_accuracy(pred: torch.Tensor, target: torch.Tensor, ignore_index: int | None = None) -> torch.Tensor:

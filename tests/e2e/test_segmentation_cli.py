@@ -1,0 +1,60 @@
+"""Both segmentation experiments, reduced, through the real CLI in a project copy: MLflow runs, metrics, artifacts."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from PIL import Image
+from project_copy import run_cli
+
+pytestmark = pytest.mark.e2e
+
+REDUCED = ["trainer.max_epochs=2", "+trainer.limit_train_batches=3", "+trainer.limit_val_batches=2", "++data.source.n=120",
+           "threads=1", "trainer.enable_progress_bar=false"]
+CLASSES = ["background", "circle", "square", "triangle", "cross"]
+
+
+def _runs(project: Path) -> tuple[MlflowClient, list]:
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    return client, client.search_runs([e.experiment_id for e in client.search_experiments()])
+
+
+def test_unet_and_fcn_train_and_record_mask_metrics_and_artifacts(project: Path) -> None:
+    result = run_cli(project, "labline", "train", "-m", "experiment=segmentation_scenes,segmentation_scenes_fcn", *REDUCED)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client, runs = _runs(project)
+    by_backbone = {r.data.params["backbone._target_"].rsplit(".", 1)[-1]: r for r in runs}
+    assert set(by_backbone) == {"UNet", "FCN"}
+    for name, run in by_backbone.items():
+        assert run.info.status == "FINISHED", name
+        metrics = run.data.metrics
+        assert {"test/miou", "test/pixel_acc", "test/dice", "test/loss", "val/miou", "val/pixel_acc"} <= set(metrics)
+        assert 0.0 <= metrics["test/miou"] <= 1.0 and 0.0 <= metrics["test/pixel_acc"] <= 1.0
+        assert run.data.params["task._target_"] == "labline.models.segmentation.SegmentationTask"
+        files = {a.path for a in client.list_artifacts(run.info.run_id, "test")}
+        assert {"test/class_iou.json", "test/class_iou.md", "test/masks.png"} <= files, name
+        table = json.loads(Path(client.download_artifacts(run.info.run_id, "test/class_iou.json",
+                                                          str(project / "dl" / name))).read_text())
+        assert [row["class"] for row in table] == CLASSES
+        present = [row["iou"] for row in table if row["iou"] is not None]
+        assert sum(present) / len(present) == pytest.approx(metrics["test/miou"], abs=1e-5)
+        for row in table:
+            if row["iou"] is not None:
+                assert math.isclose(metrics[f"test/iou_{row['class']}"], row["iou"], abs_tol=1e-5)
+        figure = Image.open(client.download_artifacts(run.info.run_id, "test/masks.png", str(project / "dl" / name)))
+        assert figure.width > 300 and figure.height > figure.width, "six rows of image / true / predicted mask"
+        # no per-sample class probabilities: no confusion matrix of "samples", no predictions/*.npz
+        assert not client.list_artifacts(run.info.run_id, "predictions")
+
+
+def test_a_pooling_backbone_is_one_line_exit_2_before_any_run(project: Path) -> None:
+    result = run_cli(project, "labline", "train", "experiment=segmentation_scenes", "backbone=cnn", *REDUCED)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert len(lines) == 1 and "dense map" in lines[0], lines
+    _, runs = _runs(project)
+    assert not [r for r in runs if r.data.params.get("backbone._target_") == "labline.models.backbones.cnn.CNN"]
