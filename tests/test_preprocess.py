@@ -45,7 +45,7 @@ def test_log_is_log10_x_over_log10_max() -> None:
 
 def test_log_offset_maps_zero_to_zero() -> None:
     x = np.array([[0.0, 9.0, 99.0]])
-    np.testing.assert_allclose(Log(offset=1.0).fit(x).transform(x), [[0, 0.5, 1]], rtol=1e-6)
+    np.testing.assert_allclose(Log(offset=1.0, per_feature=False).fit(x).transform(x), [[0, 0.5, 1]], rtol=1e-6)
 
 
 def test_log_below_one_is_a_config_error_naming_the_fixing_offset() -> None:

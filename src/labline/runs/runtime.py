@@ -19,12 +19,10 @@ import lightning.pytorch as pl
 import torch
 from omegaconf import DictConfig
 
-from labline.core.errors import ConfigError
+from labline.core.values import check_epochs, check_seed, check_threads
 
 MAX_THREADS_ENV = "LABLINE_MAX_THREADS"
 SLURM_CPUS_ENV = "SLURM_CPUS_PER_TASK"
-# 2**32 - 1: numpy's seeds are 32-bit, and seed_everything refuses anything larger.
-MAX_SEED = 2**32 - 1
 
 
 def thread_ceiling() -> int | None:
@@ -40,12 +38,9 @@ def quiet_srun_hint() -> None:
 
 def setup_runtime(cfg: DictConfig) -> None:
     quiet_srun_hint()
-    threads = cfg.get("threads", 2)
-    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
-        raise ConfigError("threads", f"must be a positive integer, got {threads!r}", "1 .. number of cores")
+    threads = check_threads(cfg.get("threads", 2))
+    check_epochs(cfg.get("trainer"))
     ceiling = thread_ceiling()
     torch.set_num_threads(min(threads, ceiling) if ceiling else threads)
-    seed = cfg.get("seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
-        raise ConfigError("seed", f"must be an integer in 0 .. {MAX_SEED}, got {seed!r}")
+    seed = check_seed(cfg.get("seed", 0))
     pl.seed_everything(seed, workers=True, verbose=False)
