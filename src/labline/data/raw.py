@@ -40,9 +40,6 @@ def check_arrays(x: np.ndarray, y: np.ndarray, where: str, missing_ok: bool = Fa
         raise ConfigError(where, f"{bad} samples contain {'inf' if missing_ok else 'NaN or inf'}", "finite values only")
     if len(y) == 0:
         raise ConfigError(where, "contains no samples")
-    if len(np.unique(y)) < 2:
-        raise ConfigError(where, f"every sample has the same label ({y[0]}): a classifier needs two classes or more",
-                          "labels of at least 2 classes")
 
 
 def check_dataset(ds: RawDataset, where: str) -> None:

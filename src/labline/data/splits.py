@@ -36,6 +36,13 @@ def uses_given_split(split: F) -> F:
     return split
 
 
+def check_classes(y: np.ndarray) -> None:
+    """A split by label needs two labels at least: with one, every model predicts it (and metrics break)."""
+    if len(np.unique(y)) < 2:
+        raise ConfigError("data", f"every sample has the same label ({y[0]}): a classifier needs two classes or more",
+                          "labels of at least 2 classes")
+
+
 def _check_fraction(key: str, frac: float) -> None:
     if not 0.0 < frac < 1.0:
         raise ConfigError(key, f"must be a fraction in (0, 1), got {frac}")
@@ -50,6 +57,7 @@ def _check_val_test(val: float, test: float) -> None:
 
 def _hold_out_test(y: np.ndarray, test: float, stratify: bool, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """``(rest, test)``: the test part every split strategy keeps away from training and tuning."""
+    check_classes(y)
     _check_fraction("split.test", test)
     try:
         rest, test_idx = train_test_split(np.arange(len(y)), test_size=test, stratify=y if stratify else None,
@@ -139,6 +147,7 @@ def repeated_holdout(y: np.ndarray, repeats: int = 5, val: float = 0.2, test: fl
 def given(y: np.ndarray, part: np.ndarray, val: float = 0.2, seed: int = 0, name: str = "given") -> Parts:
     """The dataset's own split as it is; without a given val part, ``val`` of the train part is carved out
     (stratified, seeded). The given test part is never drawn from."""
+    check_classes(y)
     train_idx, test_idx = np.flatnonzero(part == "train"), np.flatnonzero(part == "test")
     if (part == "val").any():
         return {"train": train_idx, "val": np.flatnonzero(part == "val"), "test": test_idx}
@@ -155,4 +164,5 @@ def given(y: np.ndarray, part: np.ndarray, val: float = 0.2, seed: int = 0, name
 @uses_given_split
 def given_kfold(y: np.ndarray, part: np.ndarray, k: int = 5, seed: int = 0, name: str = "given_kfold") -> list[Parts]:
     """Stratified k folds of the given train (and val) samples; the given test part tests every fold model."""
+    check_classes(y)
     return _stratified_folds(y, np.flatnonzero(part != "test"), np.flatnonzero(part == "test"), k, seed)
