@@ -4,9 +4,10 @@ any MLflow run exists. The run checks them again where it uses them (a params fi
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from labline.core.errors import ConfigError
 
@@ -37,8 +38,22 @@ def check_epochs(trainer: Any) -> None:
         raise ConfigError("trainer.max_epochs", f"must be a positive number of epochs, got {epochs!r}", "1, 30, 100")
 
 
+def check_source_paths(source: Any) -> None:
+    """The file (``path``) or folder (``root``) of a ``data.source`` exists: the commonest mistake with one's own
+    data, reported in a second rather than after the imports a data source needs."""
+    if not isinstance(source, DictConfig):
+        return
+    path, root = (OmegaConf.select(source, key, default=None, throw_on_missing=False) for key in ("path", "root"))
+    if isinstance(path, str) and not Path(path).is_file():
+        raise ConfigError(path, "file not found", "data.source.path=<an existing file>")
+    if isinstance(root, str) and not Path(root).is_dir():
+        raise ConfigError("data.source.root", f"{root} is not a folder", "a folder with one subfolder per class")
+
+
 def check_values(cfg: DictConfig) -> None:
     """Every check of this module on a composed training config."""
     check_threads(cfg.get("threads", 2))
     check_seed(cfg.get("seed", 0))
     check_epochs(cfg.get("trainer"))
+    data = cfg.get("data")
+    check_source_paths(data.get("source") if isinstance(data, DictConfig) else None)
