@@ -223,14 +223,25 @@ def test_tcn_is_causal(build, norm):
     assert not torch.allclose(before[..., 21:], after[..., 21:])
 
 
-def test_tcn_receptive_field_doubles_per_block(build):
-    backbone, _ = build("tcn", [1, 64])
-    assert backbone.receptive_field == 1 + 2 * (3 - 1) * (1 + 2 + 4) == 29
-    x = torch.randn(1, 1, 64, requires_grad=True)
+def _steps_seen(backbone: nn.Module, steps: int) -> torch.Tensor:
+    x = torch.randn(1, 1, steps, requires_grad=True)
     backbone.eval()
     backbone(x).sum().backward()
-    seen = torch.nonzero(x.grad[0, 0]).flatten()
+    return torch.nonzero(x.grad[0, 0]).flatten()
+
+
+def test_tcn_receptive_field_doubles_per_block(build):
+    backbone, _ = build("tcn", [1, 64], pool="last")
+    assert backbone.receptive_field == 1 + 2 * (3 - 1) * (1 + 2 + 4) == 29
+    seen = _steps_seen(backbone, 64)
     assert int(seen.min()) == 64 - 29 and int(seen.max()) == 63
+
+
+def test_tcn_features_cover_a_sequence_longer_than_its_receptive_field_by_default(build):
+    backbone, _ = build("tcn", [1, 64])
+    assert backbone.pool == "mean" and len(_steps_seen(backbone, 64)) == 64
+    short, _ = build("tcn", [1, 16])
+    assert short.pool == "last", "a receptive field covering the sequence keeps the causal last-step features"
 
 
 def test_squeeze_excite_reweights_channels():

@@ -32,20 +32,20 @@ def test_the_design_s_normalisers_are_all_options() -> None:
 
 def test_zscore_and_minmax_known_values() -> None:
     x = np.array([[0.0, 2.0], [2.0, 4.0]])
-    np.testing.assert_allclose(ZScore().fit(x).transform(x), [[-np.sqrt(2), 0], [0, np.sqrt(2)]], rtol=1e-6)
+    np.testing.assert_allclose(ZScore(per_feature=False).fit(x).transform(x), [[-np.sqrt(2), 0], [0, np.sqrt(2)]], rtol=1e-6)
     np.testing.assert_allclose(ZScore(per_feature=True).fit(x).transform(x), [[-1, -1], [1, 1]])
-    np.testing.assert_allclose(MinMax().fit(x).transform(x), [[0, 0.5], [0.5, 1]])
+    np.testing.assert_allclose(MinMax(per_feature=False).fit(x).transform(x), [[0, 0.5], [0.5, 1]])
 
 
 def test_log_is_log10_x_over_log10_max() -> None:
     x = np.array([[1.0, 10.0], [100.0, 1000.0]])
-    np.testing.assert_allclose(Log().fit(x).transform(x), [[0, 1 / 3], [2 / 3, 1]], rtol=1e-6)
+    np.testing.assert_allclose(Log(per_feature=False).fit(x).transform(x), [[0, 1 / 3], [2 / 3, 1]], rtol=1e-6)
     np.testing.assert_allclose(Log(per_feature=True).fit(x).transform(x), [[0, 1 / 3], [1, 1]], rtol=1e-6)
 
 
 def test_log_offset_maps_zero_to_zero() -> None:
     x = np.array([[0.0, 9.0, 99.0]])
-    np.testing.assert_allclose(Log(offset=1.0).fit(x).transform(x), [[0, 0.5, 1]], rtol=1e-6)
+    np.testing.assert_allclose(Log(offset=1.0, per_feature=False).fit(x).transform(x), [[0, 0.5, 1]], rtol=1e-6)
 
 
 def test_log_below_one_is_a_config_error_naming_the_fixing_offset() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -23,13 +24,41 @@ HYDRA_FLAGS = {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "-
                "--config-dir", "-cd", "--experimental-rerun"}
 
 
+MULTIRUN = {"-m", "--multirun"}
+
+
+def _precheck(argv: Sequence[str]) -> None:
+    """Compose the words and check run-wide values before Hydra makes a run folder or Lightning is imported.
+    In a ``-m`` sweep only the words that are not sweeps compose (a sweep's values are checked per job)."""
+    flags = HYDRA_FLAGS.intersection(argv)
+    if flags - MULTIRUN:
+        return
+    from omegaconf import OmegaConf
+
+    from labline.core.config import compose_config, without_sweeps
+    from labline.core.values import check_values
+    from labline.tracking.store import tracking_uri
+
+    words = [a for a in argv if not a.startswith("-")]
+    cfg = compose_config(without_sweeps(words) if flags else words)
+    tracking_uri(OmegaConf.select(cfg, "logger.tracking_uri", default=None))
+    if not flags:
+        check_values(cfg)
+
+
+def _drop_empty_run_dir(out_dir: Path) -> None:
+    """A rejected job leaves nothing behind: its run folder goes when it holds only Hydra's ``.hydra`` record
+    (and the date folder above it when that is then empty)."""
+    if any(p.is_file() and ".hydra" not in p.relative_to(out_dir).parts for p in out_dir.rglob("*")):
+        return
+    shutil.rmtree(out_dir, ignore_errors=True)
+    if out_dir.parent.is_dir() and not any(out_dir.parent.iterdir()):
+        out_dir.parent.rmdir()
+
+
 def _train(argv: Sequence[str]) -> None:
+    _precheck(argv)
     import hydra
-
-    if not HYDRA_FLAGS.intersection(argv):
-        from labline.core.config import compose_config
-
-        compose_config([a for a in argv if not a.startswith("-")])
 
     @hydra.main(config_path=str(config_dir()), config_name="train", version_base="1.3")
     def job(cfg) -> dict:  # noqa: ANN001 - Hydra passes a DictConfig
@@ -41,22 +70,42 @@ def _train(argv: Sequence[str]) -> None:
         try:
             return train_job(cfg, out_dir, workspace_root())
         except ConfigError as err:
+            _drop_empty_run_dir(out_dir)
             exit_with(err)
 
     sys.argv = ["labline train", *argv]
     job()
 
 
+HELP = {
+    "ablate": "usage: labline ablate ablation=NAME [seeds=[0,1]] [design=...] [components=[a,b]] [workers=N] "
+              "[training overrides] [backend=slurm slurm.KEY=VALUE]\n\nRun an ablation study (conf/ablation/NAME.yaml): "
+              "one training per component and seed under one MLflow parent, then its table (docs/ablation.md).",
+    "report": "usage: labline report ablation=NAME | parent=RUN_ID\n\nRebuild an ablation study's table from MLflow "
+              "alone: the latest study of ablation NAME, or the study whose parent run is RUN_ID.",
+}
+
+
+def _words_or_help(command: str, argv: Sequence[str]) -> list[str] | None:
+    """The ``key=value`` words of ``labline ablate`` / ``labline report``, or None after printing their help."""
+    if {"-h", "--help"}.intersection(argv):
+        print(HELP[command])
+        return None
+    return list(argv)
+
+
 def _ablate(argv: Sequence[str]) -> None:
     from labline.studies.ablation.cli import ablate
 
-    ablate(list(argv))
+    if (words := _words_or_help("ablate", argv)) is not None:
+        ablate(words)
 
 
 def _report(argv: Sequence[str]) -> None:
     from labline.studies.ablation.cli import report
 
-    report(list(argv))
+    if (words := _words_or_help("report", argv)) is not None:
+        report(words)
 
 
 def _load_params(path: str):  # noqa: ANN202 - DictConfig

@@ -2,18 +2,21 @@
 no traceback, no MLflow run created or left RUNNING, and no earlier output overwritten.
 
 Commands run in-process through ``labline.cli.main`` (the real entry point) inside a
-temporary project copy; tests/e2e/test_cli.py checks the same contract in real subprocesses.
+temporary project copy; ``SUBPROCESS_CASES`` run the installed ``labline`` in real subprocesses (what a
+user types, with the environment they have) and also check that no empty run folder is left behind.
 """
 
 from __future__ import annotations
 
 import hashlib
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
+from project_copy import BIN, project_env, run_cli
 
 from labline.cli import main
 from labline.tracking.store import tracking_uri
@@ -43,6 +46,10 @@ def bad_files(project: Path) -> Path:
     lonely[0] = 10  # class 10 has exactly one sample: some split cannot contain it
     np.savez(folder / "lonely_class.npz", x=x, y=lonely)
     np.savez(folder / "mismatch.npz", x=x[:100], y=y[:50])
+    np.savez(folder / "labels_column.npz", x=x, y=y[:, None])
+    np.savez(folder / "one_class.npz", x=x, y=np.zeros_like(y))
+    table = "a,b,colour,label\n1.0,2.0,red,x\n2.0,,blue,y\n3.0,1.0,red,x\n"
+    (folder / "gaps.csv").write_text(table)
     (folder / "params_broken.yaml").write_text("data: [unclosed\n")
     from labline.models.backbones.mlp import MLP
 
@@ -95,7 +102,35 @@ CASES = [
     ("evaluate-before-train", ["stage", "evaluate"], "run the train stage first"),
     ("missing-params-file", ["stage", "train", "--params", "bad/absent.yaml"], "params file not found"),
     ("missing-metrics-file", ["metrics", "bad/absent.json"], "metrics file not found"),
+    ("zero-epochs", ["train", "trainer.max_epochs=0"], "trainer.max_epochs"),
+    ("forever-epochs", ["train", "trainer.max_epochs=-1"], "trainer.max_epochs"),
+    ("unknown-added-key", ["train", "+unknown_key=1", *FAST], "unknown_key: adds a top-level key nothing reads"),
+    ("labels-n-by-1", ["train", "data=npz", "data.source.path=bad/labels_column.npz", *FAST], "labels have shape (1797, 1)"),
+    ("single-class", ["train", "data=npz", "data.source.path=bad/one_class.npz", *FAST], "two classes or more"),
+    ("seed-beyond-32-bits", ["train", f"seed={2**40}", *FAST], "seed"),
+    ("multirun-unknown-search", ["train", "-m", "hparams_search=nope"], "valid: digits_cnn"),
+    ("stratified-k-above-rarest", ["train", "split=stratified_kfold", "split.k=200", *FAST], "split.k"),
+    ("given-split-without-one", ["train", "split=given", *FAST], "comes without a split of its own"),
+    ("csv-missing-values", ["train", "data=csv", "data.source.path=bad/gaps.csv", "data.source.target=label", *FAST],
+     "missing values in column b"),
+    ("csv-unknown-target", ["train", "data=csv", "data.source.path=bad/gaps.csv", "data.source.target=lable", *FAST],
+     "valid: a, b, colour, label"),
+    ("image-folder-not-a-folder", ["train", "data=image_folder", "data.source.root=bad/nope", *FAST], "data.source.root"),
 ]
+
+# What a user types, in a real process: (id, extra environment, argv, text the one stderr line must contain)
+SUBPROCESS_CASES = [
+    *[(name, {}, argv, needle) for name, argv, needle in CASES if name in {
+        "zero-epochs", "forever-epochs", "unknown-added-key", "labels-n-by-1", "single-class", "seed-beyond-32-bits",
+        "multirun-unknown-search", "stratified-k-above-rarest", "given-split-without-one", "csv-missing-values",
+        "image-folder-not-a-folder", "missing-data-file"}],
+    ("tracking-uri-unknown-scheme", {"MLFLOW_TRACKING_URI": "foo://bar"}, ["train", *FAST], "MLFLOW_TRACKING_URI"),
+    ("tracking-uri-not-a-uri", {"MLFLOW_TRACKING_URI": "notauri"}, ["train", *FAST], "MLFLOW_TRACKING_URI"),
+    ("tracking-uri-unwritable", {"MLFLOW_TRACKING_URI": "sqlite:////proc/labline/no.db"}, ["train", *FAST],
+     "cannot be written"),
+]
+SUBCOMMANDS = ["train", "ablate", "report", "stage", "params", "metrics", "reproduce", "docs", "runs", "plots-html",
+               "ensemble", "distill-compare", "lab"]
 
 
 def _run_count() -> int:
@@ -138,3 +173,36 @@ def test_mistake_is_one_line_exit_2_and_loses_nothing(project: Path, bad_files: 
 
 def test_catalogue_is_large_enough() -> None:
     assert len(CASES) >= 30 and len({c[0] for c in CASES}) == len(CASES)
+
+
+def _project_runs(project: Path) -> int:
+    store = project / "mlflow.db"
+    if not store.exists():
+        return 0
+    client = MlflowClient(f"sqlite:///{store}")
+    return sum(len(client.search_runs([e.experiment_id])) for e in client.search_experiments())
+
+
+def _run_folders(project: Path) -> set[str]:
+    return {p.parent.as_posix() for top in ("outputs", "multirun") for p in (project / top).rglob(".hydra")}
+
+
+@pytest.mark.parametrize(("env", "argv", "needle"), [c[1:] for c in SUBPROCESS_CASES], ids=[c[0] for c in SUBPROCESS_CASES])
+def test_mistake_in_a_real_process_is_one_line_exit_2_before_any_run_folder(project: Path, bad_files: Path,
+                                                                             env: dict[str, str], argv: list[str],
+                                                                             needle: str) -> None:
+    before_runs, before_folders = _project_runs(project), _run_folders(project)
+    result = subprocess.run([str(BIN / "labline"), *argv], cwd=project, env=project_env(project) | env,
+                            capture_output=True, text=True, timeout=300)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("labline: error: ") and needle in lines[0], result.stderr[-2000:]
+    assert _project_runs(project) == before_runs, "a user error must not create an MLflow run"
+    assert _run_folders(project) == before_folders, "a rejected command must not leave a run folder"
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_every_subcommand_has_help(project: Path, command: str) -> None:
+    result = run_cli(project, "labline", command, "--help")
+    assert result.returncode == 0, result.stderr[-1000:]
+    assert "usage" in result.stdout.lower() or "labline" in result.stdout.lower(), result.stdout[:500]

@@ -70,6 +70,11 @@ def _parse(overrides: Sequence[str]) -> list[Any]:
         raise ConfigError(bad or "overrides", "cannot parse this override", "KEY=VALUE or GROUP=OPTION") from None
 
 
+def without_sweeps(overrides: Sequence[str]) -> list[str]:
+    """The words of a ``-m`` command that are not sweeps (``a=1,2``, ``x=range(..)``): what composes as one config."""
+    return [o.input_line for o in _parse(overrides) if not o.is_sweep_override()]
+
+
 def _is_group(name: str) -> bool:
     loader = GlobalHydra.instance().config_loader()
     return bool(name) and not name.startswith("hydra") and loader.repository.group_exists(name)
@@ -138,6 +143,16 @@ def _check_types(parsed: list[Any], base: DictConfig, cfg: DictConfig) -> None:
             raise ConfigError(key, f"expected {_type_name(default)} like {default!r}, got {ov.input_line.split('=', 1)[1]!r}")
 
 
+def _check_added(parsed: list[Any], base: DictConfig) -> None:
+    """``+key=value`` may add a setting inside a section (a Lightning ``trainer`` argument, a constructor
+    argument); a new top-level key is read by nothing, so it is a typo or a misplaced setting."""
+    for ov in parsed:
+        top = ov.key_or_group.split(".")[0].split("@")[0]
+        if (ov.is_add() or ov.is_force_add()) and top not in base and not top.startswith("hydra") and not _is_group(top):
+            raise ConfigError(ov.key_or_group, "adds a top-level key nothing reads",
+                              sorted(str(k) for k in base.keys()))
+
+
 def compose_config(overrides: Sequence[str] = (), conf: Path | None = None) -> DictConfig:
     """Compose ``conf/train.yaml`` with overrides, or raise a one-line ``ConfigError``."""
     with hydra_context(conf):
@@ -149,6 +164,7 @@ def compose_config(overrides: Sequence[str] = (), conf: Path | None = None) -> D
             raise _explain_missing(exc, parsed) from None
         except HydraException as exc:
             raise ConfigError("config", str(exc).splitlines()[0]) from None
+        _check_added(parsed, base)
         if len(group_overrides) == len(parsed):
             return base  # nothing but group choices: the second composition would be the same config
         try:

@@ -33,3 +33,15 @@ def exit_with(error: ConfigError) -> None:
     line = " ".join(str(error).split())
     print(f"labline: error: {line}", file=sys.stderr)
     sys.exit(USER_ERROR_EXIT)
+
+
+_warned: set[str] = set()
+
+
+def warn_once(key: str, problem: str, advice: str) -> None:
+    """One line on stderr for a choice that runs but is likely wrong for the data (not an error: the user may
+    mean it). Printed once per process, though data are loaded more than once (checks, folds)."""
+    line = " ".join(f"{key}: {problem} ({advice})".split())
+    if line not in _warned:
+        _warned.add(line)
+        print(f"labline: warning: {line}", file=sys.stderr)

@@ -13,21 +13,26 @@ import numpy as np
 
 from labline.core.errors import ConfigError
 from labline.core.io import load_npz
-from labline.data.raw import RawDataset, check_arrays
+from labline.data.raw import RawDataset, check_dataset
 
 SPLIT_PARTS = ("train", "val", "test")
 
 
 def write_raw(ds: RawDataset, path: Path) -> None:
+    """The decoded dataset, with its given split (``part``) and impute strategy when it has them."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, x=ds.x, y=ds.y, classes=np.array(ds.classes))
+    extra = {k: np.array(v) for k, v in (("part", ds.part), ("impute", ds.impute)) if v is not None}
+    np.savez(path, x=ds.x, y=ds.y, classes=np.array(ds.classes), **extra)
 
 
 def read_raw(path: Path) -> RawDataset:
     arrays = load_npz(path, ("x", "y", "classes"), "run `labline stage prepare` or `dvc repro prepare`")
-    x, y = arrays["x"].astype(np.float32), arrays["y"].astype(np.int64)
-    check_arrays(x, y, str(path))
-    return RawDataset(x=x, y=y, classes=[str(c) for c in arrays["classes"]])
+    ds = RawDataset(x=arrays["x"].astype(np.float32), y=arrays["y"].astype(np.int64),
+                    classes=[str(c) for c in arrays["classes"]],
+                    part=arrays["part"].astype(str) if "part" in arrays else None,
+                    impute=str(arrays["impute"]) if "impute" in arrays else None)
+    check_dataset(ds, str(path))
+    return ds
 
 
 def write_split(parts: dict[str, np.ndarray], folder: Path) -> None:

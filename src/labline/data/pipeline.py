@@ -19,11 +19,11 @@ import numpy as np
 from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 
-from labline.core.errors import ConfigError
+from labline.core.errors import ConfigError, warn_once
 from labline.core.instantiate import instantiate
 from labline.core.io import load_npz, write_json
 from labline.data import files, integrity
-from labline.data.raw import RawDataset, check_arrays
+from labline.data.raw import RawDataset, check_arrays, check_dataset
 
 
 @dataclass
@@ -99,7 +99,7 @@ def _paths(cfg: DictConfig, root: Path) -> tuple[Path, Path]:
 
 def load_source(cfg: DictConfig) -> RawDataset:
     ds = instantiate(cfg.data.source, "data.source")
-    check_arrays(ds.x, ds.y, f"data={cfg.data.name}")
+    check_dataset(ds, f"data={cfg.data.name}")
     return ds
 
 
@@ -115,14 +115,31 @@ def _check_parts(parts: dict[str, np.ndarray], y: np.ndarray, where: str, every_
                               "stratify=true, larger fractions, or more data per class")
 
 
-def all_folds(cfg: DictConfig, y: np.ndarray) -> list[dict[str, np.ndarray]]:
+def _given_split(cfg: DictConfig, part: np.ndarray | None) -> dict[str, np.ndarray]:
+    """``part=`` for a split that keeps the dataset's own split (``split=given``); a data set with its own split
+    split another way gets a warning, since its results no longer match the published ones."""
+    if getattr(get_object(cfg.split._target_), "given", False):
+        if part is None:
+            raise ConfigError("split", f"data={cfg.data.name} comes without a split of its own to keep",
+                              "holdout, kfold, stratified_kfold, ...; or x_train/x_test arrays, a CSV split column, "
+                              "train/ and test/ image folders")
+        return {"part": part}
+    if part is not None:
+        warn_once("split", f"data={cfg.data.name} comes with its own train/test split; split={cfg.split.get('name')} "
+                  "draws a new one", "split=given keeps it")
+    return {}
+
+
+def all_folds(cfg: DictConfig, y: np.ndarray, part: np.ndarray | None = None) -> list[dict[str, np.ndarray]]:
     """Every fold of the split (one for a hold-out), checked: no empty part, every class trained on and tested.
 
     A fold's validation part may lack classes (leave-one-out validates on one sample); a hold-out's may not,
     unless its YAML says ``disjoint_classes: true`` (few-shot: each class lies in exactly one part).
+    ``part`` is the dataset's own split, if it has one.
     """
+    is_resampling(cfg)  # an unimportable split._target_ is one line naming the key
     node = OmegaConf.create({k: v for k, v in _plain(cfg.split).items() if k not in FOLD_KEYS})
-    result = instantiate(node, "split", y=y)
+    result = instantiate(node, "split", y=y, **_given_split(cfg, part))
     if not isinstance(result, list):
         _check_parts(result, y, "", () if cfg.split.get("disjoint_classes") else files.SPLIT_PARTS)
         return [result]
@@ -147,21 +164,33 @@ def _select(cfg: DictConfig, folds: list[dict[str, np.ndarray]]) -> dict[str, np
     return folds[fold]
 
 
-def split_dataset(cfg: DictConfig, y: np.ndarray) -> dict[str, np.ndarray]:
+def split_dataset(cfg: DictConfig, y: np.ndarray, part: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The parts ``cfg`` trains on: the hold-out, or the fold that ``split.fold`` selects."""
-    return _select(cfg, all_folds(cfg, y))
+    return _select(cfg, all_folds(cfg, y, part))
 
 
 def fold_count(cfg: DictConfig, root: Path) -> int:
     """How many models a resampling split trains (the dataset's labels decide it for leave-one-out)."""
     raw = _raw(cfg, root)
-    y = files.read_raw(raw).y if raw.exists() else load_source(cfg).y
-    return len(all_folds(cfg, y))
+    ds = files.read_raw(raw) if raw.exists() else load_source(cfg)
+    return len(all_folds(cfg, ds.y, ds.part))
+
+
+def _imputed(ds: RawDataset, train: np.ndarray) -> np.ndarray:
+    """Missing values (NaN) filled with the statistic of the training part only (``data.source.missing``)."""
+    if ds.impute is None:
+        return ds.x
+    from sklearn.impute import SimpleImputer
+
+    flat = ds.x.reshape(len(ds.x), -1)
+    imputer = SimpleImputer(strategy=ds.impute, keep_empty_features=True).fit(flat[train])
+    return imputer.transform(flat).astype(np.float32).reshape(ds.x.shape)
 
 
 def preprocess_dataset(cfg: DictConfig, ds: RawDataset, parts: dict[str, np.ndarray]) -> tuple[np.ndarray, dict]:
-    norm = instantiate(cfg.preprocess, "preprocess").fit(ds.x[parts["train"]])
-    return norm.transform(ds.x), norm.state
+    x = _imputed(ds, parts["train"])
+    norm = instantiate(cfg.preprocess, "preprocess").fit(x[parts["train"]])
+    return norm.transform(x), norm.state
 
 
 def _read_parts(cfg: DictConfig, split_dir: Path, n_samples: int) -> dict[str, np.ndarray]:
@@ -179,7 +208,7 @@ def stage_split(cfg: DictConfig, root: Path) -> Path:
     """Index files: ``<splits>/<name>/{train,val,test}.txt``, or one ``fold_<i>/`` folder per fold."""
     split_root = root / cfg.paths.splits / cfg.data.name
     ds = files.read_raw(_raw(cfg, root))
-    folds = all_folds(cfg, ds.y)
+    folds = all_folds(cfg, ds.y, ds.part)
     shutil.rmtree(split_root, ignore_errors=True)  # a previous split kind's files must not be read as this one's
     if not is_resampling(cfg):
         files.write_split(folds[0], split_root)
@@ -225,7 +254,7 @@ def load_processed(cfg: DictConfig, root: Path) -> ProcessedData:
             parts = _read_parts(cfg, split_dir, len(y))
             return ProcessedData(x, y, [str(c) for c in arrays["classes"]], parts, fp, arrays_md5(x, y))
     ds = load_source(cfg)
-    parts = split_dataset(cfg, ds.y)
+    parts = split_dataset(cfg, ds.y, ds.part)
     x, _ = preprocess_dataset(cfg, ds, parts)
     return ProcessedData(x, ds.y, ds.classes, parts, fp, arrays_md5(x, ds.y))
 

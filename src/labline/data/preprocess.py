@@ -13,15 +13,38 @@ from typing import Any
 
 import numpy as np
 
-from labline.core.errors import ConfigError
+from labline.core.errors import ConfigError, warn_once
+
+SCALE_RATIO = 100.0
+
+
+def _feature_scales(x: np.ndarray) -> np.ndarray:
+    """Standard deviation per feature: per column of a table ``(N, F)``, per channel of images and sequences."""
+    axes = (0,) if x.ndim == 2 else (0, *range(2, x.ndim))
+    return np.nanstd(x.astype(np.float64), axis=axes)
 
 
 class Normaliser:
-    """Base: statistics over all values (``per_feature=False``) or per feature position."""
+    """Base: statistics over all values (``per_feature=False``) or per feature position (``true``);
+    ``auto`` is per feature for tables ``(N, F)``, whose columns carry unrelated units, and global otherwise."""
 
-    def __init__(self, per_feature: bool = False):
+    def __init__(self, per_feature: bool | str = "auto"):
+        if per_feature not in (True, False, "auto"):
+            raise ConfigError("preprocess.per_feature", f"must be true, false or auto, got {per_feature!r}",
+                              "true, false, auto")
         self.per_feature = per_feature
         self.stats: dict[str, np.ndarray] = {}
+
+    def _resolve(self, x: np.ndarray) -> None:
+        """Fix ``auto`` on the training data; warn when one global statistic spans features of very different scale."""
+        if self.per_feature == "auto":
+            self.per_feature = x.ndim == 2
+        scales = _feature_scales(x)
+        scales = scales[scales > 0]
+        if not self.per_feature and scales.size > 1 and scales.max() > SCALE_RATIO * scales.min():
+            warn_once("preprocess.per_feature", f"one {type(self).__name__} over features whose scales differ "
+                      f"{scales.max() / scales.min():.0f}x (std {scales.min():.3g} .. {scales.max():.3g})",
+                      "preprocess.per_feature=true scales each feature on its own")
 
     def _reduce(self, x: np.ndarray, fn: Any) -> np.ndarray:
         return fn(x, axis=0, keepdims=True) if self.per_feature else np.asarray(fn(x)).reshape(1)
@@ -43,6 +66,7 @@ class ZScore(Normaliser):
     """``(x - mu) / sigma``; constant features keep sigma = 1 so nothing divides by zero."""
 
     def fit(self, x: np.ndarray) -> ZScore:
+        self._resolve(x)
         std = self._reduce(x, np.std)
         self.stats = {"mean": self._reduce(x, np.mean), "std": np.where(std > 0, std, 1.0)}
         return self
@@ -55,6 +79,7 @@ class MinMax(Normaliser):
     """``(x - min) / (max - min)``; train values land in [0, 1], others may fall outside."""
 
     def fit(self, x: np.ndarray) -> MinMax:
+        self._resolve(x)
         lo, hi = self._reduce(x, np.min), self._reduce(x, np.max)
         self.stats = {"min": lo, "range": np.where(hi > lo, hi - lo, 1.0)}
         return self
@@ -72,7 +97,7 @@ class Log(Normaliser):
     data. ``offset: 1`` is ``log1p`` scaling and suits counts and pixel intensities that start at 0.
     """
 
-    def __init__(self, offset: float = 0.0, per_feature: bool = False):
+    def __init__(self, offset: float = 0.0, per_feature: bool | str = "auto"):
         super().__init__(per_feature)
         self.offset = offset
 
@@ -85,6 +110,7 @@ class Log(Normaliser):
         return shifted
 
     def fit(self, x: np.ndarray) -> Log:
+        self._resolve(x)
         log_max = np.log10(self._reduce(self._shifted(x), np.max))
         self.stats = {"log_max": np.where(log_max > 0, log_max, 1.0)}
         return self

@@ -19,13 +19,11 @@ import lightning.pytorch as pl
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from labline.core.errors import ConfigError
+from labline.core.values import check_epochs, check_seed, check_threads
 from labline.reporting.console import quiet_libraries
 
 MAX_THREADS_ENV = "LABLINE_MAX_THREADS"
 SLURM_CPUS_ENV = "SLURM_CPUS_PER_TASK"
-# 2**32 - 1: numpy's seeds are 32-bit, and seed_everything refuses anything larger.
-MAX_SEED = 2**32 - 1
 
 
 def thread_ceiling() -> int | None:
@@ -57,14 +55,11 @@ def rank_threads(cfg: DictConfig, threads: int) -> int:
 
 def setup_runtime(cfg: DictConfig) -> None:
     quiet_libraries(bool(cfg.get("verbose", False)))
-    threads = cfg.get("threads", 2)
-    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
-        raise ConfigError("threads", f"must be a positive integer, got {threads!r}", "1 .. number of cores")
+    threads = check_threads(cfg.get("threads", 2))
+    check_epochs(cfg.get("trainer"))
     chosen = rank_threads(cfg, threads)
     torch.set_num_threads(chosen)
     if ranks_per_node(cfg) > 1:
         os.environ["OMP_NUM_THREADS"] = str(chosen)
-    seed = cfg.get("seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
-        raise ConfigError("seed", f"must be an integer in 0 .. {MAX_SEED}, got {seed!r}")
+    seed = check_seed(cfg.get("seed", 0))
     pl.seed_everything(seed, workers=True, verbose=False)

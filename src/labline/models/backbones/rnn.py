@@ -17,16 +17,20 @@ from labline.models import layers
 from labline.models.backbones.shapes import as_sequence, sequence_shape
 
 CELLS: dict[str, type[nn.RNNBase]] = {"gru": nn.GRU, "lstm": nn.LSTM}
+POOLS = ("last", "mean")
 
 
 class RNN(nn.Module):
     """``cell`` chooses GRU or LSTM; ``dropout`` acts between stacked layers and on the output features."""
 
     def __init__(self, in_shape: Sequence[int], cell: str = "gru", hidden_size: int = 64, num_layers: int = 1,
-                 bidirectional: bool = False, dropout: float = 0.1, norm: str = "none"):
+                 bidirectional: bool = False, dropout: float = 0.1, norm: str = "none", pool: str = "last"):
         super().__init__()
         if cell not in CELLS:
             raise ConfigError("backbone.cell", f"unknown cell '{cell}'", CELLS)
+        if pool not in POOLS:
+            raise ConfigError("backbone.pool", f"unknown pooling '{pool}'", POOLS)
+        self.pool = pool
         _, features = sequence_shape(in_shape, cell)
         layers.positive_int(hidden_size, "backbone.hidden_size")
         layers.positive_int(num_layers, "backbone.num_layers")
@@ -39,7 +43,9 @@ class RNN(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _, state = self.rnn(as_sequence(x))
+        outputs, state = self.rnn(as_sequence(x))
+        if self.pool == "mean":
+            return self.drop(self.norm(outputs.mean(dim=1)))
         hidden = state[0] if isinstance(state, tuple) else state
         last = hidden.view(self.rnn.num_layers, self.directions, len(x), -1)[-1]
         return self.drop(self.norm(last.transpose(0, 1).reshape(len(x), -1)))

@@ -3,7 +3,9 @@
 Block i dilates by 2**i, so the receptive field grows exponentially with
 depth: ``1 + 2 (k-1) (2**levels - 1)`` steps. The features are the last
 step's output, which has seen the whole sequence when the receptive field
-covers it (digits read by rows: 8 steps; digits_seq: 64).
+covers it (digits read by rows: 8 steps), or else (``pool: auto``) the mean
+over every step, so no part of a longer sequence (digits_seq: 64 steps
+against the default 29) is left unseen.
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from labline.core.errors import ConfigError
+from labline.core.errors import ConfigError, warn_once
 from labline.models import layers
 from labline.models.backbones.shapes import as_channels_first, sequence_shape
 from labline.models.blocks import TemporalBlock
+
+POOLS = ("auto", "last", "mean")
 
 
 class TCN(nn.Module):
@@ -24,9 +28,9 @@ class TCN(nn.Module):
     norm in eval mode (in training, batch statistics mix time steps)."""
 
     def __init__(self, in_shape: Sequence[int], channels: Sequence[int] = (32, 32, 32), kernel_size: int = 3,
-                 dropout: float = 0.1, activation: str = "relu", norm: str = "layer"):
+                 dropout: float = 0.1, activation: str = "relu", norm: str = "layer", pool: str = "auto"):
         super().__init__()
-        _, features = sequence_shape(in_shape, "tcn")
+        steps, features = sequence_shape(in_shape, "tcn")
         channels = layers.positive_ints(channels, "backbone.channels")
         if layers.positive_int(kernel_size, "backbone.kernel_size") < 2:
             raise ConfigError("backbone.kernel_size", "must be at least 2 for the dilations to matter", "2, 3, 5")
@@ -35,6 +39,12 @@ class TCN(nn.Module):
         self.net = nn.Sequential(*(TemporalBlock(widths[i], widths[i + 1], kernel_size, 2**i, dropout, norm, activation)
                                    for i in range(len(channels))))
         self.receptive_field = 1 + 2 * (kernel_size - 1) * (2 ** len(channels) - 1)
+        if pool not in POOLS:
+            raise ConfigError("backbone.pool", f"unknown pooling '{pool}'", POOLS)
+        if pool == "last" and self.receptive_field < steps:
+            warn_once("backbone.pool", f"the last step sees {self.receptive_field} of the {steps} steps (receptive "
+                      "field)", "pool=auto or mean, more channels entries, or a larger kernel_size")
+        self.pool = "mean" if pool == "mean" or (pool == "auto" and self.receptive_field < steps) else "last"
         self.out_features = channels[-1]
 
     def sequence(self, x: torch.Tensor) -> torch.Tensor:
@@ -42,4 +52,5 @@ class TCN(nn.Module):
         return self.net(as_channels_first(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.sequence(x)[:, :, -1]
+        steps = self.sequence(x)
+        return steps.mean(dim=2) if self.pool == "mean" else steps[:, :, -1]

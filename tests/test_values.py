@@ -1,0 +1,35 @@
+"""Run-wide values checked from the composed config alone, before Hydra makes a run folder."""
+
+from __future__ import annotations
+
+import pytest
+from omegaconf import OmegaConf
+
+from labline.core.config import compose_config, without_sweeps
+from labline.core.errors import ConfigError
+from labline.core.values import check_epochs, check_source_paths, check_values
+from testroot import CONF
+
+
+@pytest.mark.parametrize("epochs", [0, -1, 1.5, "30"])
+def test_max_epochs_must_be_a_positive_integer(epochs) -> None:
+    with pytest.raises(ConfigError, match="trainer.max_epochs: must be a positive number of epochs"):
+        check_epochs({"max_epochs": epochs})
+    check_epochs({"max_epochs": 1})
+    check_epochs({"max_steps": 10})  # a step budget without an epoch count is Lightning's business
+
+
+def test_a_missing_source_file_or_folder_is_named(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="file not found"):
+        check_source_paths(OmegaConf.create({"path": str(tmp_path / "none.npz")}))
+    with pytest.raises(ConfigError, match="data.source.root"):
+        check_source_paths(OmegaConf.create({"root": str(tmp_path / "none")}))
+    check_source_paths(OmegaConf.create({"path": "???", "root": str(tmp_path)}))  # unset: the run names the key
+
+
+def test_composed_defaults_pass_and_a_new_top_level_key_is_refused() -> None:
+    check_values(compose_config([], conf=CONF))
+    with pytest.raises(ConfigError, match="unknown_key: adds a top-level key nothing reads"):
+        compose_config(["+unknown_key=1"], conf=CONF)
+    assert compose_config(["+trainer.gradient_clip_val=1.0"], conf=CONF).trainer.gradient_clip_val == 1.0
+    assert without_sweeps(["optimizer.lr=0.1,0.01", "backbone=mlp", "seed=range(3)"]) == ["backbone=mlp"]
