@@ -29,6 +29,7 @@ from labline.runs.context import NO_CONTEXT, RunContext
 from labline.runs.predictions import log_predictions, serving_as_test
 from labline.runs.records import config_hash, data_tags, default_run_name, test_metric_name
 from labline.runs.reports import classification_reports
+from labline.runs.runtime import runtime_tags
 from labline.tracking.lifecycle import RunHandle, open_run
 
 RUN_RECORD = "run.json"
@@ -38,7 +39,7 @@ def run_tags(run: PreparedRun) -> dict[str, str]:
     """Provenance, model complexity (FLOPs of one sample, 2 x MACs) and the task's own tags, recorded once."""
     complexity = model_complexity(run.task, run.datamodule.input_shape)
     return {**{f"model.{k}": str(v) for k, v in complexity.items()}, **data_tags(run.cfg, run.data, run.datamodule),
-            "config_hash": config_hash(run.config), **run.task.run_tags()}
+            **runtime_tags(), "config_hash": config_hash(run.config), **run.task.run_tags()}
 
 
 @contextmanager
