@@ -19,13 +19,14 @@ from services import lab_env, ok, run
 from labline.lab.s3 import BUCKET, CREDENTIALS
 
 pytestmark = pytest.mark.e2e
-TINY = ["backbone=mlp", "trainer.max_epochs=1", "threads=1", "trainer.enable_progress_bar=false"]
+TINY = ["backbone=mlp", "trainer.max_epochs=1", "+trainer.limit_train_batches=3", "threads=1",
+        "trainer.enable_progress_bar=false"]
 UP_TO_DATE = "Data and pipelines are up to date."
 
 
 def _clone(project: Path, dest: Path, env: dict[str, str], remote: str) -> Path:
     ok(run(project, env, "git", "clone", "-q", str(project), str(dest)))
-    pulled = ok(run(dest, env, "dvc", "pull", "-r", remote))
+    pulled = ok(run(dest, env, "dvc", "pull", "-r", remote, "dvc.yaml"))  # the default pipeline's outputs
     assert "data/processed" in pulled.stdout or "added" in pulled.stdout, pulled.stdout
     return dest
 
