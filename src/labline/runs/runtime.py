@@ -36,10 +36,13 @@ def thread_ceiling() -> int | None:
 
 def runtime_tags() -> dict[str, str]:
     """What a run records of the process it trained in: the torch threads it really used (the config's
-    ``threads`` under the ceiling above) and, inside a SLURM job, the job's id."""
-    job = os.environ.get("SLURM_ARRAY_JOB_ID") and f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID')}"
-    job = job or os.environ.get("SLURM_JOB_ID")
-    return {"torch_threads": str(torch.get_num_threads()), **({"slurm_job_id": job} if job else {})}
+    ``threads`` under the ceiling above) and, inside a SLURM job, the job's id (``ARRAY_TASK`` for an array task)."""
+    tags = {"torch_threads": str(torch.get_num_threads())}
+    if os.environ.get("SLURM_ARRAY_JOB_ID"):
+        tags["slurm_job_id"] = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID', '')}"
+    elif os.environ.get("SLURM_JOB_ID"):
+        tags["slurm_job_id"] = os.environ["SLURM_JOB_ID"]
+    return tags
 
 
 def quiet_srun_hint() -> None:
