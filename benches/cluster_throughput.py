@@ -5,8 +5,11 @@ epochs) runs three times, each in its own project root: the one-machine default 
 store) with one worker, then the lab stack (PostgreSQL study, MLflow server with its proxied artifact store,
 started here by ``labline.lab`` on 127.0.0.1) with one and with two worker processes (``n_jobs``; the sweeper
 gives each worker ``cores / n_jobs`` torch threads). Wall time is the whole command, start to conclusion, so
-trials per hour include the process start and the study's conclusion (best config, plots). The per-trial
-overhead of the server is (wall on the lab stack - wall on SQLite) / trials with one worker.
+trials per hour include the process start and the study's conclusion (best config, plots). A trial's own time
+(Optuna's start to complete: its training and everything it records) is reported as the median over the
+study's trials; the per-trial overhead of the lab stack is that median on the lab stack with one worker minus
+the median on SQLite. The 1-minute load average before and after each study says how busy the machine was:
+on a shared machine, compare figures measured under similar load only.
 
     python benches/cluster_throughput.py [--trials 6] [--epochs 2] [--port-offset 7600] [--json out.json]
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,15 +39,18 @@ def study(name: str, root: Path, storage: str, tracking: str, workers: int, args
                "trainer.enable_progress_bar=false", "logger.log_checkpoint=false", f"logger.experiment_name={name}",
                f"hydra.sweeper.best_config_dir={root / 'best'}", f"hydra.sweep.dir={root / 'multirun'}"]
     env = {**os.environ, "LABLINE_PROJECT_ROOT": str(root), "MLFLOW_TRACKING_URI": tracking, "MPLBACKEND": "Agg"}
+    load = round(os.getloadavg()[0], 1)
     start = time.perf_counter()
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
-    if done.returncode != 0:
-        raise SystemExit(f"{name} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+    if result.returncode != 0:
+        raise SystemExit(f"{name} failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
     trials = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
-    finished = sum(t.state == TrialState.COMPLETE for t in trials)
-    return {"variant": name, "workers": workers, "finished": finished, "wall_s": round(wall, 1),
-            "trials_per_hour": round(3600 * finished / wall)}
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    trial_s = statistics.median((t.datetime_complete - t.datetime_start).total_seconds() for t in done)
+    return {"variant": name, "workers": workers, "finished": len(done), "wall_s": round(wall, 1),
+            "trials_per_hour": round(3600 * len(done) / wall), "median_trial_s": round(trial_s, 2),
+            "load_before_after": [load, round(os.getloadavg()[0], 1)]}
 
 
 def main() -> None:
@@ -70,7 +77,7 @@ def main() -> None:
     finally:
         lab.stop()
     one = {r["variant"]: r for r in results}
-    overhead = (one["lab-1"]["wall_s"] - one["sqlite-1"]["wall_s"]) / args.trials
+    overhead = one["lab-1"]["median_trial_s"] - one["sqlite-1"]["median_trial_s"]
     report = {"trials": args.trials, "epochs": args.epochs, "cores": os.cpu_count(), "results": results,
               "server_overhead_s_per_trial": round(overhead, 2),
               "command": "python benches/cluster_throughput.py " + " ".join(sys.argv[1:])}
