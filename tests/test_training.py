@@ -10,7 +10,7 @@ from mlflow.tracking import MlflowClient
 from labline.core.errors import ConfigError
 from labline.runs.assembly import prepare_run
 from labline.runs.lightning_run import train_and_test
-from labline.runs.runtime import MAX_THREADS_ENV, setup_runtime
+from labline.runs.runtime import MAX_THREADS_ENV, SLURM_CPUS_ENV, runtime_tags, setup_runtime
 from labline.tracking.store import tracking_uri
 from testroot import ROOT
 
@@ -50,6 +50,14 @@ def test_thread_count_is_applied(compose, tmp_path, monkeypatch) -> None:
         assert torch.get_num_threads() == 2
         prepare_run(compose(*FAST, "threads=1"), tmp_path, ROOT)
         assert torch.get_num_threads() == 1
+        monkeypatch.delenv(MAX_THREADS_ENV)
+        monkeypatch.setenv(SLURM_CPUS_ENV, "2")  # inside a SLURM allocation: the CPUs it was given cap the threads
+        monkeypatch.setenv("SLURM_JOB_ID", "41")
+        setup_runtime(compose("threads=3"))
+        assert runtime_tags() == {"torch_threads": "2", "slurm_job_id": "41"}
+        monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "40")
+        monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "1")
+        assert runtime_tags()["slurm_job_id"] == "40_1"
     finally:
         torch.set_num_threads(1)
 

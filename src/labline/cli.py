@@ -74,7 +74,13 @@ def _train(argv: Sequence[str]) -> None:
             exit_with(err)
 
     sys.argv = ["labline train", *argv]
-    job()
+    from labline.studies.multirun import close_parent
+
+    try:
+        job()
+    except BaseException as error:
+        close_parent(error)
+        raise
 
 
 HELP = {

@@ -30,6 +30,7 @@ from labline.runs.predictions import log_predictions, serving_as_test
 from labline.runs.ranks import launching_ranks, topology_tags
 from labline.runs.records import config_hash, data_tags, default_run_name, option_names
 from labline.runs.reports import classification_reports
+from labline.runs.runtime import runtime_tags
 from labline.tracking.lifecycle import RunHandle, open_run
 
 RUN_RECORD = "run.json"
@@ -40,7 +41,7 @@ def run_tags(run: PreparedRun) -> dict[str, str]:
     """Provenance, model complexity (FLOPs of one sample, 2 x MACs) and the task's own tags, recorded once."""
     complexity = model_complexity(run.task, run.datamodule.input_shape)
     return {**{f"model.{k}": str(v) for k, v in complexity.items()}, **data_tags(run.cfg, run.data, run.datamodule),
-            "config_hash": config_hash(run.config), **topology_tags(run.trainer), **run.task.run_tags()}
+            **runtime_tags(), "config_hash": config_hash(run.config), **topology_tags(run.trainer), **run.task.run_tags()}
 
 
 @contextmanager

@@ -53,6 +53,17 @@ def rank_threads(cfg: DictConfig, threads: int) -> int:
     return min(limits)
 
 
+def runtime_tags() -> dict[str, str]:
+    """What a run records of the process it trained in: the torch threads it really used (the config's
+    ``threads`` under the ceiling above) and, inside a SLURM job, the job's id (``ARRAY_TASK`` for an array task)."""
+    tags = {"torch_threads": str(torch.get_num_threads())}
+    if os.environ.get("SLURM_ARRAY_JOB_ID"):
+        tags["slurm_job_id"] = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID', '')}"
+    elif os.environ.get("SLURM_JOB_ID"):
+        tags["slurm_job_id"] = os.environ["SLURM_JOB_ID"]
+    return tags
+
+
 def setup_runtime(cfg: DictConfig) -> None:
     quiet_libraries(bool(cfg.get("verbose", False)))
     threads = check_threads(cfg.get("threads", 2))

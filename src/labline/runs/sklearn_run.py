@@ -38,7 +38,7 @@ from labline.runs.lightning_run import RUN_RECORD
 from labline.runs.predictions import log_predictions
 from labline.runs.records import config_hash, data_tags
 from labline.runs.reports import classification_reports
-from labline.runs.runtime import setup_runtime
+from labline.runs.runtime import runtime_tags, setup_runtime
 from labline.tracking.lifecycle import open_run
 
 NEURAL_GROUPS = ("backbone", "head", "loss", "optimizer", "scheduler", "trainer", "callbacks", "run_callbacks", "augment")
@@ -134,7 +134,7 @@ def run(cfg: DictConfig, out_dir: Path, root: Path, do_test: bool | None = None,
     estimator = build_estimator(cfg.task.get("estimator"), cfg.seed, len(data.classes))
     destination = instantiate(cfg.logger, "logger")
     name = estimator_name(estimator)
-    tags = {**data_tags(cfg, data), "config_hash": config_hash(full),
+    tags = {**data_tags(cfg, data), **runtime_tags(), "config_hash": config_hash(full),
             "estimator": f"{type(estimator).__module__}.{type(estimator).__name__}", **context.tags}
     monitor = str(cfg.task.get("monitor", "val/acc"))
     if cfg.get("verbose", False):

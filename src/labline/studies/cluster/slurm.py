@@ -52,7 +52,7 @@ class SlurmSettings:
     additional: dict[str, Any] = field(default_factory=dict)
     # shell lines run before each task (module load ..., source .venv/bin/activate)
     setup: list[str] = field(default_factory=list)
-    # false: submit and return; `labline conclude` (or the same command again) concludes later
+    # false: submit and return; the same command again watches the array and concludes
     wait: bool = True
     # also run one worker in the launching process while the array runs
     local_worker: bool = False

@@ -153,9 +153,15 @@ class OptunaSweep:
         cores = len(os.sched_getaffinity(0))
         return Plan(study_name=str(s.study_name or self.config.hydra.runtime.choices.get("hparams_search") or "labline"),
                     storage=s.storage, directions=directions, objectives=objectives, space=space, n_trials=n_trials,
-                    # on SLURM each task's threads are the CPUs it was given (runs.runtime reads SLURM_CPUS_PER_TASK)
-                    threads=max(1, cores // s.n_jobs) if s.n_jobs > 1 and s.backend == "local" else None,
+                    threads=self._threads(s.backend, s.n_jobs, cores),
                     session=os.environ.get(SESSION_ENV) or uuid.uuid4().hex[:12])
+
+    def _threads(self, backend: str, n_jobs: int, cores: int) -> int | None:
+        """Each worker's torch threads: on SLURM the CPUs each array task is given (``slurm.cpus_per_task``), locally
+        an equal share of this machine's cores; None (the config's ``threads``) for one local worker."""
+        if backend == "slurm":
+            return self.slurm.cpus_per_task
+        return max(1, cores // n_jobs) if n_jobs > 1 else None
 
     def _check_monitor(self, direction: str, objective: str) -> None:
         """``best_value`` is ``task.monitor`` at its best epoch: maximising a loss is a config mistake."""
