@@ -68,7 +68,7 @@ def test_split_stage_records_the_given_split_and_warns_when_another_split_redraw
     cfg = compose("data=npz", f"data.source.path={official}", "split=given")
     stage_prepare(cfg, tmp_path)
     stage_split(cfg, tmp_path)
-    folder = tmp_path / "data" / "splits" / "custom"
+    folder = tmp_path / "data" / "splits" / official.stem  # a dataset without data.name is named after its file
     test = np.loadtxt(folder / "test.txt", dtype=np.int64)
     assert np.array_equal(test, np.arange(1200, len(DIGITS.y)))
     stage_preprocess(cfg, tmp_path)
@@ -76,7 +76,7 @@ def test_split_stage_records_the_given_split_and_warns_when_another_split_redraw
     assert np.array_equal(data.parts["test"], test)
     kfold_cfg = compose("data=npz", f"data.source.path={official}", "split=given_kfold", "split.k=3")
     assert all(np.array_equal(f["test"], test) for f in all_folds(kfold_cfg, data.y, files.read_raw(
-        tmp_path / "data" / "raw" / "custom.npz").part))
+        tmp_path / "data" / "raw" / f"{official.stem}.npz").part))
     assert np.array_equal(load_processed(with_fold(kfold_cfg, 1), tmp_path / "x").parts["test"], test)
     capsys.readouterr()
     load_processed(compose("data=npz", f"data.source.path={official}"), tmp_path / "y")

@@ -26,7 +26,6 @@ def test_a_row_remeasured_by_dvc_repeats_its_numbers_and_a_code_change_marks_it_
     committed = json.loads(metrics.read_text())
     checked = run_cli(project, "labline", "docs", "--check")
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert STALE not in _row_line(project), "the committed row was measured on the committed code"
 
     metrics.unlink()
     repro = run_cli(project, "dvc", "repro", f"pipelines/results/dvc.yaml:row@{ROW}", timeout=600)
@@ -34,7 +33,9 @@ def test_a_row_remeasured_by_dvc_repeats_its_numbers_and_a_code_change_marks_it_
     again = json.loads(metrics.read_text())
     assert again["values"] == committed["values"], "fixed seeds: the same numbers exactly"
 
-    # the README cell shows what the new MLflow run recorded
+    # re-rendered, the README cell shows what the new MLflow run recorded, measured on this code: not stale
+    assert run_cli(project, "labline", "docs").returncode == 0
+    assert STALE not in _row_line(project)
     (run_id,) = again["run_ids"]["kmeans"]
     recorded = MlflowClient(f"sqlite:///{project / 'mlflow.db'}").get_run(run_id).data.metrics
     assert f"{recorded['test/ari']:.3f} / {recorded['test/nmi']:.3f} / {recorded['test/matched_acc']:.3f}" in _row_line(project)

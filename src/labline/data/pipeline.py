@@ -83,13 +83,22 @@ def _selector(cfg: DictConfig) -> int | str | None:
     return fold
 
 
+def dataset_name(cfg: DictConfig) -> str:
+    """``data.name``; a dataset without one (own files) is named after its file, so it needs that file."""
+    name = cfg.data.get("name")
+    if name is None:
+        raise ConfigError("data.source.path", "is not set, and the dataset has no data.name to go by",
+                          "data.source.path=FILE (the dataset is named after it) or data.name=NAME")
+    return str(name)
+
+
 def _raw(cfg: DictConfig, root: Path) -> Path:
-    return root / cfg.paths.raw / f"{cfg.data.name}.npz"
+    return root / cfg.paths.raw / f"{dataset_name(cfg)}.npz"
 
 
 def _paths(cfg: DictConfig, root: Path) -> tuple[Path, Path]:
     """Split folder and processed file of the data ``cfg`` trains on (per fold for resampling splits)."""
-    name = cfg.data.name
+    name = dataset_name(cfg)
     splits, processed = root / cfg.paths.splits / name, root / cfg.paths.processed
     fold = _selector(cfg)
     if fold is None:
@@ -206,7 +215,7 @@ def stage_prepare(cfg: DictConfig, root: Path) -> Path:
 
 def stage_split(cfg: DictConfig, root: Path) -> Path:
     """Index files: ``<splits>/<name>/{train,val,test}.txt``, or one ``fold_<i>/`` folder per fold."""
-    split_root = root / cfg.paths.splits / cfg.data.name
+    split_root = root / cfg.paths.splits / dataset_name(cfg)
     ds = files.read_raw(_raw(cfg, root))
     folds = all_folds(cfg, ds.y, ds.part)
     shutil.rmtree(split_root, ignore_errors=True)  # a previous split kind's files must not be read as this one's
@@ -222,9 +231,9 @@ def _run_configs(cfg: DictConfig, root: Path) -> list[DictConfig]:
     """One config per processed file: the hold-out, or each fold plus ``all`` (the refit's data)."""
     if not is_resampling(cfg):
         return [cfg]
-    n = len(list((root / cfg.paths.splits / cfg.data.name).glob("fold_*")))
+    n = len(list((root / cfg.paths.splits / dataset_name(cfg)).glob("fold_*")))
     if n == 0:
-        raise ConfigError(str(root / cfg.paths.splits / cfg.data.name), "has no fold_<i> folders",
+        raise ConfigError(str(root / cfg.paths.splits / dataset_name(cfg)), "has no fold_<i> folders",
                           "run `labline stage split` or `dvc repro split`")
     return [with_fold(cfg, fold) for fold in [*range(n), "all"]]
 

@@ -30,8 +30,11 @@ class RawDataset:
 
 def check_arrays(x: np.ndarray, y: np.ndarray, where: str, missing_ok: bool = False) -> None:
     """Shape and value checks every dataset must pass before it is split (NaN only where it is imputed later)."""
-    if y.ndim != 1:
-        raise ConfigError(where, f"labels have shape {y.shape}", "labels of shape (N,): one class index per sample")
+    # dense labels (segmentation masks) have the images' spatial shape; (N, 1) or one-hot (N, K) are refused
+    dense = y.ndim >= 3 and x.ndim >= y.ndim and y.shape[1:] == x.shape[x.ndim - y.ndim + 1:]
+    if y.ndim != 1 and not dense:
+        raise ConfigError(where, f"labels have shape {y.shape}",
+                          "labels of shape (N,): one class index per sample, or (N, H, W) masks matching the images")
     if x.ndim < 2 or len(x) != len(y):
         raise ConfigError(where, f"inputs {x.shape} and labels {y.shape} do not match", "x of shape (N, ...), y of (N,)")
     bad_values = np.isinf(x) if missing_ok else ~np.isfinite(x)
