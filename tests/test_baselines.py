@@ -18,7 +18,7 @@ from testroot import ROOT
 ESTIMATORS = ("sklearn", "sklearn_tree", "sklearn_nb", "sklearn_logreg", "sklearn_svm", "sklearn_rf", "sklearn_kmeans")
 COMMON = ["threads=1", "logger.experiment_name=unit"]
 # Tags only a network has (its complexity, its epochs); every other tag a neural run records, a baseline records too.
-NEURAL_TAGS = ("model.", "best_epoch", "stopped_epoch", "skipped_batches", "mlflow.")
+NEURAL_TAGS = ("model.", "distributed.", "best_epoch", "stopped_epoch", "skipped_batches", "mlflow.")
 
 
 def _artifacts(client: MlflowClient, run_id: str, folder: str = "") -> set[str]:

@@ -5,17 +5,18 @@ never recomputes it."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shlex
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 from project_copy import BIN
 from services import lab_env, ok, run
 
+from labline.data.pipeline import arrays_md5
 from labline.lab.s3 import BUCKET, CREDENTIALS
 
 pytestmark = pytest.mark.e2e
@@ -52,7 +53,7 @@ def test_push_then_a_fresh_clone_pulls_and_retrains_nothing(project: Path, s3_la
         assert UP_TO_DATE in again.stdout and "Running stage" not in again.stdout, again.stdout
         assert not (clone / "mlflow.db").exists(), "nothing trained in the clone"
 
-    # a SLURM job in the S3 clone trains on the pulled data: its data_md5 is the md5 of the pulled processed file
+    # a SLURM job in the S3 clone trains on the pulled data: its data_md5 is the pulled processed arrays' md5
     clone = tmp_path / "clone-lab"
     processed = next(p for p in (clone / "data" / "processed").rglob("*.npz"))
     job = f"{shlex.quote(str(BIN / 'labline'))} train {' '.join(TINY)} test_after_fit=false hydra.run.dir=outputs/job"
@@ -61,5 +62,6 @@ def test_push_then_a_fresh_clone_pulls_and_retrains_nothing(project: Path, s3_la
     assert batch.returncode == 0, batch.stderr + (tmp_path / "job.out").read_text()[-3000:]
     run_id = json.loads((clone / "outputs" / "job" / "run.json").read_text())["run_id"]
     tags = MlflowClient(f"sqlite:///{clone / 'mlflow.db'}").get_run(run_id).data.tags
-    assert tags["data_md5"] == hashlib.md5(processed.read_bytes()).hexdigest()
+    with np.load(processed) as pulled:  # data_md5 is the processed arrays' md5 (labline.data.pipeline.arrays_md5)
+        assert tags["data_md5"] == arrays_md5(pulled["x"], pulled["y"])
     assert tags["slurm_job_id"].isdigit()

@@ -41,7 +41,7 @@ def test_a_plain_grid_on_slurm_nests_every_job_under_one_parent(project: Path, s
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert parent.info.status == "FINISHED" and parent.data.tags["launcher"] == "SlurmLauncher"
     assert sorted(r.data.params["optimizer.lr"] for r in children) == ["0.01", "0.1"] and len(runs) == 3
-    assert all(r.info.status == "FINISHED" and "test_accuracy" in r.data.metrics for r in children)
+    assert all(r.info.status == "FINISHED" and "test/acc" in r.data.metrics for r in children)
     assert len({r.data.tags["slurm_job_id"] for r in children}) == 2, "one SLURM job per config"
     # threads=2 in the config, 1 CPU per task from SLURM: the run used (and recorded) 1
     assert {r.data.params["threads"] for r in children} == {"2"}

@@ -28,7 +28,7 @@ def _check_run(client: MlflowClient, run_id: str, name: str, tmp: Path) -> dict:
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED" and run.info.run_name == name
     metrics = run.data.metrics
-    assert metrics["test_episodes"] == 12 and 0.0 <= metrics["test/acc"] <= 1.0 and metrics["test/acc_ci95"] >= 0.0
+    assert metrics["test/episodes"] == 12 and 0.0 <= metrics["test/acc"] <= 1.0 and metrics["test/acc_ci95"] >= 0.0
     assert run.data.params["split.name"] == "classes" and run.data.tags["dataset"] == "glyphs"
     report = json.loads(Path(client.download_artifacts(run_id, f"test/{EPISODES_FILE}", str(tmp))).read_text())
     accuracies = [e["accuracy"] for e in report["per_episode"]]

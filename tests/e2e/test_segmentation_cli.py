@@ -27,7 +27,10 @@ def test_unet_and_fcn_train_and_record_mask_metrics_and_artifacts(project: Path)
     result = run_cli(project, "labline", "train", "-m", "experiment=segmentation_scenes,segmentation_scenes_fcn", *REDUCED)
     assert result.returncode == 0, result.stderr[-3000:]
     client, runs = _runs(project)
-    by_backbone = {r.data.params["backbone._target_"].rsplit(".", 1)[-1]: r for r in runs}
+    parents = [r for r in runs if r.data.tags.get("labline.kind") == "multirun"]
+    assert len(parents) == 1, "the two jobs of the multirun under one parent"
+    trainings = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    by_backbone = {r.data.params["backbone._target_"].rsplit(".", 1)[-1]: r for r in trainings}
     assert set(by_backbone) == {"UNet", "FCN"}
     for name, run in by_backbone.items():
         assert run.info.status == "FINISHED", name

@@ -38,7 +38,10 @@ def start(folder: Path, base_port: int) -> int:
     log = folder / "weed.log"
     pid = spawn([str(weed), "server", "-s3", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={folder / 'data'}",
                  f"-master.port={p['master']}", f"-volume.port={p['volume']}", f"-filer.port={p['filer']}",
-                 f"-s3.port={p['s3']}", "-volume.max=8", "-master.volumeSizeLimitMB=64"], log, cwd=folder)
+                 f"-s3.port={p['s3']}", "-volume.max=8", "-master.volumeSizeLimitMB=64",
+                 # its Iceberg and Lance catalogue servers listen on fixed ports (8181, 9101) that a second stack
+                 # on the machine would collide with; DVC needs neither
+                 "-s3.port.iceberg=0", "-s3.port.lance=0"], log, cwd=folder)
     wait_until(lambda: port_open(p["s3"]) and _create_bucket(p["s3"]), f"seaweedfs s3 on 127.0.0.1:{p['s3']}", log, 90, pid)
     return pid
 
