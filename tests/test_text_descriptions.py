@@ -172,7 +172,7 @@ def test_training_with_text_descriptions_reports_zsl_and_gzsl(compose, tmp_path:
                   "+trainer.limit_train_batches=3", "threads=1", "trainer.enable_progress_bar=false",
                   "logger.experiment_name=text")
     result = train_and_test(cfg, tmp_path / "out", tmp_path)
-    metrics = {k: result[f"test_{k}"] for k in ("accuracy", "gzsl_seen", "gzsl_unseen", "gzsl_h")}
+    metrics = {k: result[f"test/{k}"] for k in ("acc", "gzsl_seen", "gzsl_unseen", "gzsl_h")}
     assert all(0.0 <= v <= 1.0 for v in metrics.values())
     s, u = metrics["gzsl_seen"], metrics["gzsl_unseen"]
     assert metrics["gzsl_h"] == pytest.approx(0.0 if s + u == 0 else 2 * s * u / (s + u), abs=1e-6)
