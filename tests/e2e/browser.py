@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
+from project_copy import unavailable
 
 CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 INSTALL = "apt-get install -y chromium chromium-driver (as root; `make test` does it)"
@@ -29,10 +29,7 @@ def require_browser() -> None:
     """A test without a browser is skipped, saying how to get one; under CI=true that is a failure."""
     if Path(CHROMIUM).exists() and Path(DRIVER).exists():
         return
-    message = f"headless Chromium is not installed: {INSTALL}"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
+    unavailable(f"headless Chromium is not installed: {INSTALL}")
 
 
 @contextmanager

@@ -43,3 +43,13 @@ def project_env(project: Path) -> dict[str, str]:
 def run_cli(project: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     return subprocess.run([str(BIN / args[0]), *args[1:]], cwd=project, env=project_env(project), capture_output=True,
                           text=True, timeout=timeout)
+
+
+def unavailable(message: str) -> None:
+    """Skip a test whose system service (Chromium, PostgreSQL, SLURM) cannot be installed here, naming how to
+    enable it; under ``CI=true`` the skip would hide an untested feature, so it fails instead."""
+    import pytest
+
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI=true: this test may not skip. {message}")
+    pytest.skip(message)
