@@ -9,6 +9,7 @@ import pytest
 
 from labline.core.errors import ConfigError
 from labline.reporting.results_doc import BLOCK, STALE, format_cell, render_all, render_file, render_table
+from labline.studies.ablation.spec import load as load_ablation
 from labline.studies.results import load_spec, measured, row_spec
 from testroot import ROOT
 
@@ -37,6 +38,19 @@ def test_a_table_says_which_rows_are_unmeasured_and_which_are_stale() -> None:
     assert f"2026-12-02 {STALE}" in stale.splitlines()[2] and STALE not in stale.splitlines()[3]
 
 
+def test_an_ablation_table_is_the_studys_own_table_with_its_provenance() -> None:
+    table = {"ablation": "abl", "budget": "2 epochs"}
+    record = {**RECORD, "table": "**Ablation `x`**\n\n| variant |\n", "command": "labline ablate ablation=x"}
+    text = render_table(table, {"abl": record}, set())
+    assert text.startswith(record["table"])
+    assert text.endswith("(row `abl`: `labline ablate ablation=x`; 2 epochs): 1.2 min, `0123456`, 2026-12-02.\n")
+    assert STALE in render_table(table, {"abl": record}, {"abl"})
+    assert render_table(table, {"abl": None}, set()) == "Not measured yet: `make results` (row `abl`; budget: 2 epochs).\n"
+    spec = {"rows": {"abl": {"ablation": []}}, "tables": {"abl": {**table, "files": ["a.md", "b.md"]}}}
+    out = render_file("<!-- results:abl -->\n<!-- /results -->\n", spec, {"abl": record}, set(), "b.md")
+    assert record["table"] in out, "the same block renders in every file the table names"
+
+
 def test_only_the_marked_block_is_rewritten() -> None:
     text = "intro\n<!-- results:t -->\nold table\n<!-- /results -->\noutro\n"
     out = render_file(text, SPEC, {"a": RECORD, "b": None}, set(), "doc.md")
@@ -50,10 +64,15 @@ def test_every_row_of_the_spec_composes_and_every_table_row_exists() -> None:
     spec = load_spec(ROOT)
     for name in spec["rows"]:
         row = row_spec(spec, name)
-        assert row.runs and all(isinstance(o, str) for overrides in row.runs.values() for o in overrides)
+        assert bool(row.runs) != bool(row.ablation), "a row is runs or one ablation study"
+        assert all(isinstance(o, str) for overrides in row.runs.values() for o in overrides)
         assert all(m in row.runs for e in row.ensembles.values() for m in e["members"])
+        if row.ablation:  # the words `labline ablate` takes, the training overrides kept for every run
+            study, parent = load_ablation(row.ablation)
+            assert parent is None and "threads=1" in study.overrides
     for table in spec["tables"].values():
-        assert all(entry["row"] in spec["rows"] for entry in table["rows"])
+        rows = [table["ablation"]] if "ablation" in table else [entry["row"] for entry in table["rows"]]
+        assert rows and all(r in spec["rows"] for r in rows)
     with pytest.raises(ConfigError, match="unknown results row 'nope'"):
         row_spec(spec, "nope")
 

@@ -4,7 +4,9 @@ A table lives between ``<!-- results:NAME -->`` and ``<!-- /results -->`` in the
 that block is rewritten. A row's measured cell is its ``show`` template with each ``{run.metric}`` (or
 ``{run.metric:.2%}``) replaced by the mean over seeds, ``± sample std`` when there are several; a row not yet
 measured says so, and a row whose stage changed since it was measured is marked stale. A test compares the
-committed blocks with a fresh rendering, so a published figure cannot drift from its metrics file.
+committed blocks with a fresh rendering, so a published figure cannot drift from its metrics file. An
+ablation table (``ablation: ROW``) is the study's own table, as ``labline ablate`` printed it when the row was
+measured, followed by the command, wall time, commit and date. A table may appear in several files.
 """
 
 from __future__ import annotations
@@ -39,7 +41,25 @@ def format_cell(show: str, values: dict[str, dict[str, list[float]]]) -> str:
     return _FIELD.sub(fill, show)
 
 
+def _wall(record: dict[str, Any]) -> str:
+    return f"{record['wall_s'] / 60:.1f} min" if record["wall_s"] >= 60 else f"{record['wall_s']:.0f} s"
+
+
+def _when(name: str, record: dict[str, Any], stale: set[str]) -> str:
+    return f"`{record['commit'][:7]}`, {record['date']}" + (f" {STALE}" if name in stale else "")
+
+
+def _ablation_table(name: str, record: dict[str, Any] | None, stale: set[str], budget: str) -> str:
+    if record is None:
+        return f"Not measured yet: `make results` (row `{name}`; budget: {budget}).\n"
+    return (f"{record['table']}\nMeasured by `make results` (row `{name}`: `{record['command']}`; {budget}): "
+            f"{_wall(record)}, {_when(name, record, stale)}.\n")
+
+
 def render_table(table: dict[str, Any], records: dict[str, dict[str, Any] | None], stale: set[str]) -> str:
+    if "ablation" in table:
+        name = table["ablation"]
+        return _ablation_table(name, records.get(name), stale, table.get("budget", ""))
     lines = ["| " + " | ".join(HEADER) + " |", "|" + " --- |" * len(HEADER)]
     for entry in table["rows"]:
         name = entry["row"]
@@ -47,9 +67,7 @@ def render_table(table: dict[str, Any], records: dict[str, dict[str, Any] | None
         if record is None:
             measured, wall, when = f"not measured yet: `make results` (row `{name}`)", "–", "–"
         else:
-            measured = format_cell(entry["show"], record["values"])
-            wall = f"{record['wall_s'] / 60:.1f} min" if record["wall_s"] >= 60 else f"{record['wall_s']:.0f} s"
-            when = f"`{record['commit'][:7]}`, {record['date']}" + (f" {STALE}" if name in stale else "")
+            measured, wall, when = format_cell(entry["show"], record["values"]), _wall(record), _when(name, record, stale)
         cells = [entry["label"], measured, entry.get("budget", ""), wall, when, entry.get("reference", "–")]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines) + "\n"
@@ -74,5 +92,6 @@ def render_file(text: str, spec: dict[str, Any], records: dict[str, dict[str, An
 def render_all(root: Path, spec: dict[str, Any], records: dict[str, dict[str, Any] | None],
                stale: set[str]) -> dict[Path, str]:
     """Every file that holds a results table, re-rendered (path -> new text)."""
-    files = sorted({root / table["file"] for table in spec.get("tables", {}).values()})
+    files = sorted({root / file for table in spec.get("tables", {}).values()
+                    for file in ([table["file"]] if "file" in table else table["files"])})
     return {path: render_file(path.read_text(), spec, records, stale, str(path.relative_to(root))) for path in files}

@@ -1,9 +1,10 @@
 """labline's own published numbers as pipelines: every measured row of a results table is one DVC stage.
 
 ``pipelines/results/results.yaml`` names each row's runs (overrides composed from conf/, like ``labline
-train``), the seeds, and the ensembles built from them; ``labline measure ROW`` (the stage's command) runs
-them in this process with those seeds and writes ``pipelines/results/metrics/ROW.json``: every numeric
-test value of every run, the MLflow run ids, the wall time, the commit and the date. ``labline docs``
+train``), the seeds, and the ensembles built from them, or one ablation study (the words of ``labline
+ablate``); ``labline measure ROW`` (the stage's command) runs them in this process with those seeds and
+writes ``pipelines/results/metrics/ROW.json``: every numeric test value of every run, the MLflow run ids,
+the wall time, the commit and the date (and, for an ablation, its table as the study itself renders it). ``labline docs``
 renders the tables from those files (``reporting/results_doc.py``), so a table can never disagree with its
 numbers, and marks a row stale when DVC says the code or config it depends on changed since it was measured.
 """
@@ -32,12 +33,14 @@ EXPERIMENT = "results"
 
 @dataclass(frozen=True)
 class Row:
-    """One measured row: named runs (each a list of overrides), repeated per seed, and ensembles of them."""
+    """One measured row: named runs (each a list of overrides), repeated per seed, and ensembles of them; or
+    an ablation study (``ablation``: the words of ``labline ablate``, seeds included)."""
 
     name: str
     runs: dict[str, list[str]]
     seeds: list[int]
     ensembles: dict[str, dict[str, Any]] = field(default_factory=dict)
+    ablation: list[str] = field(default_factory=list)
 
 
 def load_spec(root: Path) -> dict[str, Any]:
@@ -57,12 +60,43 @@ def row_spec(spec: dict[str, Any], name: str) -> Row:
     if name not in rows:
         raise ConfigError("row", f"unknown results row '{name}'", sorted(rows))
     item, common = rows[name], _flat(spec.get("common", []))
-    return Row(name, {k: [*common, *_flat(v)] for k, v in item["runs"].items()}, list(item.get("seeds", [0])),
-               dict(item.get("ensembles", {})))
+    ablation = [*_flat(item["ablation"]), *common] if "ablation" in item else []
+    return Row(name, {k: [*common, *_flat(v)] for k, v in item.get("runs", {}).items()},
+               list(item.get("seeds", [0])), dict(item.get("ensembles", {})), ablation)
 
 
 def _numbers(result: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in result.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
+def _record(row: Row, seeds: list[int], values: dict[str, dict[str, list[float]]], run_ids: dict[str, list[str]],
+            started: float, root: Path, **extra: Any) -> Path:
+    state = git_state(root)
+    record = {"row": row.name, "seeds": seeds, "values": values, "run_ids": run_ids,
+              "wall_s": round(time.perf_counter() - started, 1), "commit": state.get("git_commit", "unknown"),
+              "date": datetime.date.today().isoformat(), **extra}
+    path = root / METRICS / f"{row.name}.json"
+    write_json(record, path)
+    return path
+
+
+def _measure_ablation(row: Row, root: Path) -> Path:
+    """The study ``labline ablate`` would run; values per variant (one per seed and fold), and its table."""
+    from labline.studies.ablation.runner import run_ablation
+    from labline.studies.ablation.spec import load
+    from labline.studies.ablation.table import markdown
+
+    spec, _ = load([*row.ablation, f"logger.experiment_name={EXPERIMENT}"])
+    started = time.perf_counter()
+    table = run_ablation(spec, root, resume=False)
+    values: dict[str, dict[str, list[float]]] = {}
+    run_ids: dict[str, list[str]] = {}
+    for run in table.runs:
+        if run.value is not None:
+            values.setdefault(run.variant, {}).setdefault(spec.metric, []).append(run.value)
+            run_ids.setdefault(run.variant, []).append(str(run.run_id))
+    return _record(row, spec.seeds, values, run_ids, started, root, table=markdown(table),
+                   command=" ".join(["labline ablate", *row.ablation]))
 
 
 def measure(root: Path, name: str) -> Path:
@@ -70,6 +104,8 @@ def measure(root: Path, name: str) -> Path:
     from labline.studies.ensemble import run_ensemble
 
     row = row_spec(load_spec(root), name)
+    if row.ablation:
+        return _measure_ablation(row, root)
     configs = {key: [compose_config([*overrides, f"seed={seed}", f"logger.experiment_name={EXPERIMENT}"],
                                     conf=root / "conf") for seed in row.seeds]
                for key, overrides in row.runs.items()}  # every override is checked before the first run trains
@@ -89,13 +125,7 @@ def measure(root: Path, name: str) -> Path:
             run_ids.setdefault(key, []).append(result["run_id"])
             for metric, value in _numbers(result).items():
                 values.setdefault(key, {}).setdefault(metric, []).append(value)
-    state = git_state(root)
-    record = {"row": name, "seeds": row.seeds, "values": values, "run_ids": run_ids,
-              "wall_s": round(time.perf_counter() - started, 1), "commit": state.get("git_commit", "unknown"),
-              "date": datetime.date.today().isoformat()}
-    path = root / METRICS / f"{name}.json"
-    write_json(record, path)
-    return path
+    return _record(row, row.seeds, values, run_ids, started, root)
 
 
 def measured(root: Path, spec: dict[str, Any]) -> dict[str, dict[str, Any] | None]:

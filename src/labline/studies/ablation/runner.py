@@ -203,15 +203,17 @@ def execute_on_slurm(pending: list[PlannedRun], parent: RunHandle, spec: Ablatio
     return True
 
 
-def run_ablation(spec: AblationSpec, root: Path, cluster: slurm.SlurmSettings | None = None) -> AblationTable | None:
+def run_ablation(spec: AblationSpec, root: Path, cluster: slurm.SlurmSettings | None = None,
+                 resume: bool = True) -> AblationTable | None:
     """Plan, check, run what is missing under the study's parent (here, or on SLURM with ``cluster``), then write
-    and log the table (None: the SLURM array goes on without this command)."""
+    and log the table (None: the SLURM array goes on without this command). ``resume=False`` opens a new parent
+    and trains every run, for a measurement of the code as it is now (finished runs may come from older code)."""
     full, runs = plan(spec, root)
     check_runs(runs, root)
     folds = {r.fold for r in runs}
     n_folds = None if folds == {None} else len(folds)
     tags = {"role": "ablation", "ablation": spec.name, "study_key": config_hash(to_plain(full))}
-    with study_parent(full, root, f"ablation-{spec.name}", to_plain(full), tags, reopen=lambda r: True) as parent:
+    with study_parent(full, root, f"ablation-{spec.name}", to_plain(full), tags, reopen=lambda r: resume) as parent:
         parent.log_dict(plan_record(spec, runs, n_folds), PLAN)
         parent.log_text(OmegaConf.to_yaml(OmegaConf.create(spec.as_dict())), "ablation/spec.yaml")
         done = parent.finished_children()
