@@ -1,7 +1,8 @@
-"""`MLFLOW_TRACKING_URI` is honoured by every command and every process: a single training, a sweep with two
-worker processes (parent and every trial), an ablation and a DVC experiment in a temporary workspace, against
-another SQLite file and against a real MLflow server (artifacts through its proxied store). Nothing lands in the
-project's own `mlflow.db` or `mlartifacts/`."""
+"""`MLFLOW_TRACKING_URI` is honoured by every command and every process: a single training, its reproduction,
+trained weights and a distillation teacher named by that run's id, cross-validation, an ensemble, a sweep with
+two worker processes (parent and every trial), an ablation and a DVC experiment in a temporary workspace,
+against another SQLite file and against a real MLflow server (artifacts through its proxied store). Nothing
+lands in the project's own `mlflow.db` or `mlartifacts/`."""
 
 from __future__ import annotations
 
@@ -21,6 +22,13 @@ def _all_runs(uri: str) -> list:
     return client.search_runs([e.experiment_id for e in client.search_experiments()], "", max_results=1000)
 
 
+def _all_runs_named(uri: str, experiment: str, name: str):  # noqa: ANN202 - an MLflow Run
+    client = MlflowClient(uri)
+    (found,) = client.search_runs([client.get_experiment_by_name(experiment).experiment_id],
+                                  f"attributes.run_name = '{name}'")
+    return found
+
+
 @pytest.fixture(params=["sqlite", "server"])
 def store(request, tmp_path_factory) -> tuple[str, Path | None]:
     """(tracking URI, the folder its artifacts must land in: the server's artifact store, or None for SQLite)."""
@@ -34,7 +42,18 @@ def test_every_command_records_in_the_users_store(project: Path, store: tuple[st
     uri, artifacts = store
     env = lab_env(project, MLFLOW_TRACKING_URI=uri)
     experiment = f"uri-{'server' if artifacts else 'sqlite'}"
-    single = ok(run(project, env, "labline", "train", *TINY, f"logger.experiment_name={experiment}", "run_name=single"))
+    named = f"logger.experiment_name={experiment}"
+    single = ok(run(project, env, "labline", "train", *TINY, named, "run_name=single"))
+    single_id = _all_runs_named(uri, experiment, "single").info.run_id
+    # commands that read a run back from the user's store: first, while the copy's tree is still clean
+    ok(run(project, env, "labline", "reproduce", single_id))
+    ok(run(project, env, "labline", "train", *TINY, named, "run_name=probe", "backbone.freeze=true",
+           f"backbone.weights={single_id}"))
+    ok(run(project, env, "labline", "train", *TINY, named, "run_name=student", "task=distill",
+           f"task.teacher={single_id}"))
+    ok(run(project, env, "labline", "train", *TINY, named, "run_name=cv", "split=kfold", "split.k=2"))
+    ok(run(project, env, "labline", "ensemble", single_id, _all_runs_named(uri, experiment, "probe").info.run_id,
+           "--method", "average"))
     sweep = ok(run(project, env, "labline", "train", "-m", "hparams_search=digits_cnn", *TINY, "test_after_fit=false",
                    f"logger.experiment_name={experiment}", f"hydra.sweeper.study_name={experiment}",
                    f"hydra.sweeper.storage=sqlite:///{project / (experiment + '.db')}", "hydra.sweeper.n_trials=2",
@@ -48,6 +67,12 @@ def test_every_command_records_in_the_users_store(project: Path, store: tuple[st
     runs = [r for r in _all_runs(uri) if MlflowClient(uri).get_experiment(r.info.experiment_id).name == experiment]
     by_name = {r.info.run_name: r for r in runs}
     assert "single" in by_name and by_name["single"].info.status == "FINISHED", single.stdout[-2000:]
+    assert [r for r in runs if r.data.tags.get("reproduced_from") == single_id], "the reproduction recorded here"
+    assert by_name["probe"].info.status == by_name["student"].info.status == "FINISHED"
+    (cv,) = [r for r in runs if r.data.tags.get("role") == "crossval"]
+    assert len([r for r in runs if r.data.tags.get("mlflow.parentRunId") == cv.info.run_id]) == 2, "one run per fold"
+    (ensemble,) = [r for r in runs if r.data.tags.get("role") == "ensemble"]
+    assert ensemble.info.status == "FINISHED" and single_id in ensemble.data.tags["ensemble_members"]
     (parent,) = [r for r in runs if r.data.tags.get("labline.kind") == "optuna-study"]
     trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert len(trials) == 2 and {r.data.tags["sweep_worker"] for r in trials} <= {"0", "1"}
