@@ -231,17 +231,37 @@ def _steps_seen(backbone: nn.Module, steps: int) -> torch.Tensor:
 
 
 def test_tcn_receptive_field_doubles_per_block(build):
-    backbone, _ = build("tcn", [1, 64], pool="last")
+    backbone, _ = build("tcn", [1, 64], pool="last", grow=False)
     assert backbone.receptive_field == 1 + 2 * (3 - 1) * (1 + 2 + 4) == 29
     seen = _steps_seen(backbone, 64)
     assert int(seen.min()) == 64 - 29 and int(seen.max()) == 63
 
 
-def test_tcn_features_cover_a_sequence_longer_than_its_receptive_field_by_default(build):
-    backbone, _ = build("tcn", [1, 64])
-    assert backbone.pool == "mean" and len(_steps_seen(backbone, 64)) == 64
+def test_tcn_grows_until_its_last_step_sees_the_whole_sequence_by_default(build):
+    grown, width = build("tcn", [1, 64])
+    assert len(grown.net) == 5 and grown.receptive_field == 1 + 2 * 2 * 31 == 125 and width == 32
+    assert grown.pool == "last" and len(_steps_seen(grown, 64)) == 64, "the causal last step sees every step"
     short, _ = build("tcn", [1, 16])
-    assert short.pool == "last", "a receptive field covering the sequence keeps the causal last-step features"
+    assert len(short.net) == 3 and short.pool == "last", "three blocks (29 steps) already cover 16"
+
+
+def test_tcn_without_growth_averages_a_sequence_longer_than_its_receptive_field(build):
+    backbone, _ = build("tcn", [1, 64], grow=False)
+    assert len(backbone.net) == 3 and backbone.pool == "mean" and len(_steps_seen(backbone, 64)) == 64
+
+
+def test_recurrent_frames_stack_consecutive_steps_ending_on_the_last_one(build):
+    from labline.models.backbones.rnn import frame_length
+
+    assert [frame_length("auto", n) for n in (8, 16, 17, 64, 1000)] == [1, 1, 5, 8, 32]
+    with pytest.raises(ConfigError, match="backbone.frame"):
+        frame_length(0, 64)
+    gru, width = build("gru", [1, 6], frame=4)
+    assert gru.rnn.input_size == 4 and width == 2 * 64
+    x = torch.arange(6.0).view(1, 1, 6)
+    assert gru.frames(x).tolist() == [[[0.0, 0.0, 0.0, 1.0], [2.0, 3.0, 4.0, 5.0]]], "zeros before the first step"
+    stepwise, _ = build("gru", [1, 6])
+    assert torch.equal(stepwise.frames(x), x.transpose(1, 2))
 
 
 def test_squeeze_excite_reweights_channels():
