@@ -33,3 +33,12 @@ def test_composed_defaults_pass_and_a_new_top_level_key_is_refused() -> None:
         compose_config(["+unknown_key=1"], conf=CONF)
     assert compose_config(["+trainer.gradient_clip_val=1.0"], conf=CONF).trainer.gradient_clip_val == 1.0
     assert without_sweeps(["optimizer.lr=0.1,0.01", "backbone=mlp", "seed=range(3)"]) == ["backbone=mlp"]
+
+
+@pytest.mark.parametrize("key", ["limit_train_batches", "limit_val_batches"])
+@pytest.mark.parametrize("limit", [0, 0.0, -1, "all"])
+def test_batch_limits_must_leave_something_to_train_and_validate(key, limit) -> None:
+    with pytest.raises(ConfigError, match=f"trainer.{key}: must be a positive fraction or number of batches"):
+        check_epochs({"max_epochs": 1, key: limit})
+    check_epochs({"max_epochs": 1, key: 0.5})
+    check_epochs({"max_epochs": 1, key: 3})

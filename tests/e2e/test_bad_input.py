@@ -104,6 +104,7 @@ CASES = [
     ("missing-metrics-file", ["metrics", "bad/absent.json"], "metrics file not found"),
     ("zero-epochs", ["train", "trainer.max_epochs=0"], "trainer.max_epochs"),
     ("forever-epochs", ["train", "trainer.max_epochs=-1"], "trainer.max_epochs"),
+    ("no-training-batches", ["train", "+trainer.limit_train_batches=0"], "trainer.limit_train_batches"),
     ("unknown-added-key", ["train", "+unknown_key=1", *FAST], "unknown_key: adds a top-level key nothing reads"),
     ("labels-n-by-1", ["train", "data=npz", "data.source.path=bad/labels_column.npz", *FAST], "labels have shape (1797, 1)"),
     ("single-class", ["train", "data=npz", "data.source.path=bad/one_class.npz", *FAST], "two classes or more"),

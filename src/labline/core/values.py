@@ -32,10 +32,19 @@ def check_seed(seed: Any) -> int:
 
 
 def check_epochs(trainer: Any) -> None:
-    """``max_epochs`` 0 trains nothing (and then fails to find a checkpoint); -1 is Lightning's "forever"."""
-    epochs = trainer.get("max_epochs") if isinstance(trainer, (dict, DictConfig)) else None
+    """``max_epochs`` 0 trains nothing (and then fails to find a checkpoint); -1 is Lightning's "forever". The
+    same for ``limit_train_batches``/``limit_val_batches`` 0: no training step, or no validation value for the
+    best checkpoint and early stopping to choose by."""
+    if not isinstance(trainer, (dict, DictConfig)):
+        return
+    epochs = trainer.get("max_epochs")
     if epochs is not None and (not _is_int(epochs) or epochs < 1):
         raise ConfigError("trainer.max_epochs", f"must be a positive number of epochs, got {epochs!r}", "1, 30, 100")
+    for key in ("limit_train_batches", "limit_val_batches"):
+        limit = trainer.get(key)
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int | float) or limit <= 0):
+            raise ConfigError(f"trainer.{key}", f"must be a positive fraction or number of batches, got {limit!r}",
+                              "0.5 (half the batches), 10 (ten batches), 1.0 (all)")
 
 
 def check_source_paths(source: Any) -> None:
