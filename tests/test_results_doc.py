@@ -3,6 +3,7 @@ only the marked block rewritten, and the committed tables equal to a rendering o
 
 from __future__ import annotations
 
+import json
 import statistics
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from labline.core.errors import ConfigError
 from labline.reporting.results_doc import BLOCK, STALE, format_cell, render_all, render_file, render_table
 from labline.studies.ablation.spec import load as load_ablation
-from labline.studies.results import load_spec, measured, row_spec
+from labline.studies.results import all_rows, load_spec, measure, measured, row_spec
 from testroot import ROOT
 
 SPEC = {"rows": {"a": {"runs": {"x": []}}, "b": {"runs": {"y": []}}},
@@ -62,9 +63,9 @@ def test_only_the_marked_block_is_rewritten() -> None:
 
 def test_every_row_of_the_spec_composes_and_every_table_row_exists() -> None:
     spec = load_spec(ROOT)
-    for name in spec["rows"]:
+    for name in all_rows(spec):
         row = row_spec(spec, name)
-        assert bool(row.runs) != bool(row.ablation), "a row is runs or one ablation study"
+        assert [bool(row.runs), bool(row.ablation), bool(row.compare)].count(True) == 1, "runs, an ablation or a comparison"
         assert all(isinstance(o, str) for overrides in row.runs.values() for o in overrides)
         assert all(m in row.runs for e in row.ensembles.values() for m in e["members"])
         if row.ablation:  # the words `labline ablate` takes, the training overrides kept for every run
@@ -72,7 +73,7 @@ def test_every_row_of_the_spec_composes_and_every_table_row_exists() -> None:
             assert parent is None and "threads=1" in study.overrides
     for table in spec["tables"].values():
         rows = [table["ablation"]] if "ablation" in table else [entry["row"] for entry in table["rows"]]
-        assert rows and all(r in spec["rows"] for r in rows)
+        assert rows and all(r in all_rows(spec) for r in rows)
     with pytest.raises(ConfigError, match="unknown results row 'nope'"):
         row_spec(spec, "nope")
 
@@ -85,3 +86,23 @@ def test_the_committed_tables_show_the_committed_metrics_files() -> None:
     for path, text in render_all(ROOT, spec, records, set()).items():
         committed = [m["body"].replace(f" {STALE}", "") for m in BLOCK.finditer(path.read_text())]
         assert committed and committed == [m["body"] for m in BLOCK.finditer(text)], f"{path}: run `labline docs`"
+
+
+def test_a_compared_row_reads_every_seed_of_another_pipelines_comparison(tmp_path) -> None:
+    """The distillation row: its trainings ran in pipelines/distill's stages; the row keeps each seed's test
+    accuracy and the model's size from that pipeline's comparison, with no wall time of its own."""
+    results = tmp_path / "pipelines" / "results"
+    results.mkdir(parents=True)
+    (results / "results.yaml").write_text("compared:\n  study:\n    compare: study/compare.json\n")
+    (tmp_path / "study").mkdir()
+    (tmp_path / "study" / "compare.json").write_text(json.dumps({
+        "teacher": {"per_seed": {"0": 0.97}, "params": 100, "flops": 2000, "run_ids": {"0": "t0"}},
+        "student": {"per_seed": {"0": 0.9, "1": 0.8}, "params": 10, "flops": 200, "run_ids": {"0": "s0", "1": "s1"}},
+        "distillation_gain": 0.01}))
+    record = json.loads(measure(tmp_path, "study").read_text())
+    assert record["values"] == {"teacher": {"test/acc": [0.97], "params": [100.0], "flops": [2000.0]},
+                                "student": {"test/acc": [0.9, 0.8], "params": [10.0], "flops": [200.0]}}
+    assert record["run_ids"] == {"teacher": ["t0"], "student": ["s0", "s1"]} and record["seeds"] == [0, 1]
+    assert record["wall_s"] is None and record["source"] == "study/compare.json"
+    table = {"rows": [{"row": "study", "label": "S", "show": "{student.test/acc}"}]}
+    assert "| S | 0.850 ± 0.071 |  | – |" in render_table(table, {"study": record}, set())

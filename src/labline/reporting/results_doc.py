@@ -42,7 +42,10 @@ def format_cell(show: str, values: dict[str, dict[str, list[float]]]) -> str:
 
 
 def _wall(record: dict[str, Any]) -> str:
-    return f"{record['wall_s'] / 60:.1f} min" if record["wall_s"] >= 60 else f"{record['wall_s']:.0f} s"
+    wall = record["wall_s"]
+    if wall is None:  # trained by another pipeline's stages
+        return "–"
+    return f"{wall / 60:.1f} min" if wall >= 60 else f"{wall:.0f} s"
 
 
 def _when(name: str, record: dict[str, Any], stale: set[str]) -> str:

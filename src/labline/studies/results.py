@@ -41,6 +41,9 @@ class Row:
     seeds: list[int]
     ensembles: dict[str, dict[str, Any]] = field(default_factory=dict)
     ablation: list[str] = field(default_factory=list)
+    # the comparison file of another DVC pipeline that this row reads (its stage depends on it, so `dvc repro`
+    # runs that pipeline first): ``{name: {"per_seed": {seed: value}, ...}}`` as ``labline distill-compare`` writes
+    compare: str | None = None
 
 
 def load_spec(root: Path) -> dict[str, Any]:
@@ -50,19 +53,25 @@ def load_spec(root: Path) -> dict[str, Any]:
     return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
 
 
+def all_rows(spec: dict[str, Any]) -> dict[str, Any]:
+    """``rows`` (one stage each through the foreach of pipelines/results/dvc.yaml) and ``compared`` (rows that
+    read another pipeline's comparison: a stage of their own, depending on that file)."""
+    return {**spec.get("rows", {}), **spec.get("compared", {})}
+
+
 def _flat(items: list[Any]) -> list[str]:
     """Overrides with YAML aliases spliced in (``[experiment=x, *budget]`` nests the aliased list)."""
     return [str(o) for item in items for o in (_flat(item) if isinstance(item, list) else [item])]
 
 
 def row_spec(spec: dict[str, Any], name: str) -> Row:
-    rows = spec.get("rows", {})
+    rows = all_rows(spec)
     if name not in rows:
         raise ConfigError("row", f"unknown results row '{name}'", sorted(rows))
     item, common = rows[name], _flat(spec.get("common", []))
     ablation = [*_flat(item["ablation"]), *common] if "ablation" in item else []
     return Row(name, {k: [*common, *_flat(v)] for k, v in item.get("runs", {}).items()},
-               list(item.get("seeds", [0])), dict(item.get("ensembles", {})), ablation)
+               list(item.get("seeds", [0])), dict(item.get("ensembles", {})), ablation, item.get("compare"))
 
 
 def _numbers(result: dict[str, Any]) -> dict[str, float]:
@@ -70,11 +79,12 @@ def _numbers(result: dict[str, Any]) -> dict[str, float]:
 
 
 def _record(row: Row, seeds: list[int], values: dict[str, dict[str, list[float]]], run_ids: dict[str, list[str]],
-            started: float, root: Path, **extra: Any) -> Path:
+            started: float | None, root: Path, **extra: Any) -> Path:
+    """``started`` None: the row's trainings ran elsewhere (another pipeline's stages), so no wall time."""
     state = git_state(root)
-    record = {"row": row.name, "seeds": seeds, "values": values, "run_ids": run_ids,
-              "wall_s": round(time.perf_counter() - started, 1), "commit": state.get("git_commit", "unknown"),
-              "date": datetime.date.today().isoformat(), **extra}
+    wall = None if started is None else round(time.perf_counter() - started, 1)
+    record = {"row": row.name, "seeds": seeds, "values": values, "run_ids": run_ids, "wall_s": wall,
+              "commit": state.get("git_commit", "unknown"), "date": datetime.date.today().isoformat(), **extra}
     path = root / METRICS / f"{row.name}.json"
     write_json(record, path)
     return path
@@ -99,6 +109,22 @@ def _measure_ablation(row: Row, root: Path) -> Path:
                    command=" ".join(["labline ablate", *row.ablation]))
 
 
+def _read_compare(row: Row, root: Path) -> Path:
+    """A pipeline's comparison, as this row's values: every run's test accuracy per seed, and the model's size.
+    The pipeline's trainings ran in its own stages, so the wall time is theirs, not this command's (null)."""
+    compared = read_json(root / str(row.compare), f"run `dvc repro pipelines/results/dvc.yaml:{row.name}`")
+    values: dict[str, dict[str, list[float]]] = {}
+    run_ids: dict[str, list[str]] = {}
+    for key, summary in compared.items():
+        if isinstance(summary, dict) and "per_seed" in summary:
+            values[key] = {"test/acc": [float(v) for v in summary["per_seed"].values()],
+                           **{k: [float(summary[k])] for k in ("params", "flops") if k in summary}}
+            run_ids[key] = list(summary.get("run_ids", {}).values())
+    seeds = sorted({int(seed) for summary in compared.values() if isinstance(summary, dict)
+                    for seed in summary.get("per_seed", {})})
+    return _record(row, seeds, values, run_ids, None, root, source=row.compare)
+
+
 def measure(root: Path, name: str) -> Path:
     """Run one row's trainings (and ensembles) with its seeds; returns the metrics file written."""
     from labline.studies.ensemble import run_ensemble
@@ -106,6 +132,8 @@ def measure(root: Path, name: str) -> Path:
     row = row_spec(load_spec(root), name)
     if row.ablation:
         return _measure_ablation(row, root)
+    if row.compare:
+        return _read_compare(row, root)
     configs = {key: [compose_config([*overrides, f"seed={seed}", f"logger.experiment_name={EXPERIMENT}"],
                                     conf=root / "conf") for seed in row.seeds]
                for key, overrides in row.runs.items()}  # every override is checked before the first run trains
@@ -131,7 +159,7 @@ def measure(root: Path, name: str) -> Path:
 def measured(root: Path, spec: dict[str, Any]) -> dict[str, dict[str, Any] | None]:
     """Each row's metrics file, or None where the row has not been measured."""
     return {name: (read_json(root / METRICS / f"{name}.json", "run `make results`")
-                   if (root / METRICS / f"{name}.json").is_file() else None) for name in spec.get("rows", {})}
+                   if (root / METRICS / f"{name}.json").is_file() else None) for name in all_rows(spec)}
 
 
 def stale_rows(root: Path) -> set[str]:
@@ -145,4 +173,5 @@ def stale_rows(root: Path) -> set[str]:
     except LockError:
         raise ConfigError(str(FOLDER), "DVC is busy: another dvc command (a `make results`?) holds its lock",
                           "wait for it to finish, then run `labline docs` again") from None
-    return {stage.rsplit("@", 1)[1] for stage in status if "@" in stage}
+    rows = all_rows(load_spec(root))  # a foreach stage is row@NAME, a compared row's stage is NAME
+    return {name for stage in status if (name := stage.rsplit("@", 1)[-1].rsplit(":", 1)[-1]) in rows}
