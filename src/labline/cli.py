@@ -274,7 +274,8 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("shift", nargs="+", metavar="shift=...",
                     help="shift=corruptions | label | cross_dataset, or a list shift=[corruptions,label]; "
                          "shift.<family>.<key>=value overrides (conf/shift/)")
-    ev.add_argument("--output", help="also write the metrics as JSON here (a DVC metrics file)")
+    ev.add_argument("--output", help="write the metrics as JSON here, e.g. for a DVC metrics file (default: "
+                                     "outputs/shift-<run>-<time>/metrics.json, beside the tables and heat-maps)")
     ev.set_defaults(func=_evaluate)
     docs = sub.add_parser("docs", help="regenerate docs/components.md from conf/ and the results tables from "
                                        "pipelines/results/metrics (stale rows marked)")

@@ -6,16 +6,18 @@ severities and report the accuracy per corruption and severity. These are those 
 small images, on a batch ``(N, C, H, W)`` of floats in [0, 1] (the caller maps a dataset's value range
 there and back), each result clipped to [0, 1] as ImageNet-C clips:
 
-- ``GaussianNoise``: ``x + c * N(0, 1)`` per pixel, ``c`` the noise std (ImageNet-C's values by default);
+- ``GaussianNoise``: ``x + c * N(0, 1)`` per pixel, ``c`` the noise std;
 - ``GaussianBlur``: a Gaussian filter of std ``c`` pixels (kornia), edges replicated (ImageNet-C's
   ``skimage`` filter repeats the nearest pixel too);
-- ``Contrast``: ``(x - m) * c + m`` with ``m`` each image's per-channel mean (ImageNet-C's values);
+- ``Contrast``: ``(x - m) * c + m`` with ``m`` each image's per-channel mean;
 - ``Rotation``: by ``c`` degrees about the centre, clockwise or not per image (kornia), zeros filled in;
 - ``Translation``: by ``c`` times the image side, in a random direction per image (kornia), zeros filled in.
 
-ImageNet-C's parameters are for 224-pixel images and CIFAR-10-C rescales them for 32 pixels; a blur or
-shift is measured in pixels, so its defaults here (conf/shift/corruptions.yaml) are set for 8-32 pixel images,
-and every value is configurable. Severity 0 is the clean image. Random draws (noise, rotation signs, shift
+ImageNet-C's parameters are for 224-pixel images; their CIFAR-10-C set rescales them for 32 pixels, and
+its values for blur and contrast are the defaults here (conf/shift/corruptions.yaml); the noise keeps
+ImageNet-C's stds (CIFAR-10-C's weaker ones leave small digits unchanged). Rotation and
+translation are not ImageNet-C corruptions (they are among its "-P" perturbations); their five magnitudes are
+labline's, the shift as a fraction of the image side so it scales with the image. Every value is configurable. Severity 0 is the clean image. Random draws (noise, rotation signs, shift
 directions) come from the generator the caller passes, so a seed gives the same corrupted images every time;
 a corruption draws the same way at every severity, so only the magnitude changes from one severity to the next.
 """

@@ -18,7 +18,9 @@ has a ``shift`` node reports the same metrics on itself instead (what ablations 
 
 from __future__ import annotations
 
+import shutil
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -97,19 +99,23 @@ def evaluate_run(run_id: str, words: Sequence[str], root: Path, output: Path | N
     load_weights(task, checkpoint.path)
     store = open_store()
     experiment = store.experiment_name(run.info.experiment_id)
-    with tempfile.TemporaryDirectory() as tmp:
-        report = evaluate_shifts(task, cfg, root, shifts, "test", Path(tmp))
-        name = f"shift-{run.info.run_name or run_id[:8]}"
-        tags = {SHIFT_OF_TAG: run_id, "dataset": str(cfg.data.name), "shift": ",".join(shifts)}
-        with open_run(store, experiment, name, tags=tags, config={"evaluated_run": run_id, SHIFT_KEY: to_plain(node)},
-                      root=root, parent=run_id) as handle:
-            handle.log_metrics(report.metrics)
-            for path in report.files:
-                handle.log_artifact(path, FOLDER)
-    if output is not None:
-        write_json(report.metrics, output)
+    out_dir = root / "outputs" / f"shift-{run_id[:8]}-{time.strftime('%Y%m%d-%H%M%S')}"
+    try:
+        report = evaluate_shifts(task, cfg, root, shifts, "test", out_dir)
+    except ConfigError:  # a family that does not fit the run's data (cross_dataset on other classes): nothing kept
+        shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+    write_json(report.metrics, output or out_dir / "metrics.json")
+    name = f"shift-{run.info.run_name or run_id[:8]}"
+    tags = {SHIFT_OF_TAG: run_id, "dataset": str(cfg.data.name), "shift": ",".join(shifts)}
+    with open_run(store, experiment, name, tags=tags, config={"evaluated_run": run_id, SHIFT_KEY: to_plain(node)},
+                  root=root, parent=run_id) as handle:
+        handle.log_metrics(report.metrics)
+        for path in report.files:
+            handle.log_artifact(path, FOLDER)
     _print_summary(report.summary)
-    return {"run_id": handle.run_id, **report.metrics}
+    console.print(f"tables and heat-maps: {out_dir / FOLDER}")
+    return {"run_id": handle.run_id, "out_dir": str(out_dir), **report.metrics}
 
 
 def _print_summary(summary: dict[str, float]) -> None:
