@@ -64,15 +64,19 @@ def test_evaluate_scores_a_finished_run_under_corruptions_in_a_nested_run(projec
     assert again.returncode == 0, again.stderr[-3000:]
     written = json.loads((project / "reports" / "shift.json").read_text())
     assert {k: v for k, v in written.items() if k.startswith(PREFIX)} == pytest.approx(
-        {k: v for k, v in metrics.items() if k.startswith(PREFIX)})
+        {k: v for k, v in metrics.items() if k.startswith(PREFIX)}
+    )
 
 
-@pytest.mark.parametrize(("words", "needle"), [
-    (["0123456789abcdef0123456789abcdef", "shift=corruptions"], "no MLflow run '0123456789abcdef"),
-    (["TRAINED", "shift=blurry"], "'blurry' is not an option of group 'shift'"),
-    (["TRAINED", "backbone=mlp"], "takes shift=... words only"),
-    (["TRAINED", "shift=corruptions", "shift.corruptions.corruptions.contrast.severities=[0.5,-1]"], "severities"),
-])
+@pytest.mark.parametrize(
+    ("words", "needle"),
+    [
+        (["0123456789abcdef0123456789abcdef", "shift=corruptions"], "no MLflow run '0123456789abcdef"),
+        (["TRAINED", "shift=blurry"], "'blurry' is not an option of group 'shift'"),
+        (["TRAINED", "backbone=mlp"], "takes shift=... words only"),
+        (["TRAINED", "shift=corruptions", "shift.corruptions.corruptions.contrast.severities=[0.5,-1]"], "severities"),
+    ],
+)
 def test_bad_input_is_one_line_exit_2_and_no_run(project: Path, trained: str, words: list[str], needle: str) -> None:
     before = len(_runs(project))
     done = run_cli(project, "labline", "evaluate", *[trained if w == "TRAINED" else w for w in words])
@@ -96,7 +100,12 @@ def test_a_training_run_with_a_shift_list_reports_it_in_mlflow_and_its_metrics_f
     run_id = _train(project, "shift-in-training", "shift=[label,cross_dataset]")
     metrics = _client(project).get_run(run_id).data.metrics
     written = json.loads((project / "outputs" / "shift-in-training" / "metrics.json").read_text())
-    for key in ("test/shift/label/acc", "test/shift/label/acc_corrected", "test/shift/label/alpha0.1_0/f1_macro",
-                "test/shift/cross_dataset/stroke_digits/acc", "test/shift/cross_dataset/drop"):
+    for key in (
+        "test/shift/label/acc",
+        "test/shift/label/acc_corrected",
+        "test/shift/label/alpha0.1_0/f1_macro",
+        "test/shift/cross_dataset/stroke_digits/acc",
+        "test/shift/cross_dataset/drop",
+    ):
         assert key in metrics and written[key] == pytest.approx(metrics[key])
     assert metrics["test/shift/clean/acc"] == pytest.approx(metrics["test/acc"], abs=1e-6)

@@ -15,11 +15,13 @@ there and back), each result clipped to [0, 1] as ImageNet-C clips:
 
 ImageNet-C's parameters are for 224-pixel images; their CIFAR-10-C set rescales them for 32 pixels, and
 its values for blur and contrast are the defaults here (conf/shift/corruptions.yaml); the noise keeps
-ImageNet-C's stds (CIFAR-10-C's weaker ones leave small digits unchanged). Rotation and
-translation are not ImageNet-C corruptions (they are among its "-P" perturbations); their five magnitudes are
-labline's, the shift as a fraction of the image side so it scales with the image. Every value is configurable. Severity 0 is the clean image. Random draws (noise, rotation signs, shift
-directions) come from the generator the caller passes, so a seed gives the same corrupted images every time;
-a corruption draws the same way at every severity, so only the magnitude changes from one severity to the next.
+ImageNet-C's stds (CIFAR-10-C's weaker ones leave small digits unchanged). Rotation and translation are
+not ImageNet-C corruptions (they are among its "-P" perturbations); their five magnitudes are labline's,
+the shift a fraction of the image side so that it scales with the image. Every value is configurable.
+
+Severity 0 is the clean image. Random draws (noise, rotation signs, shift directions) come from the
+generator the caller passes, so a seed gives the same corrupted images every time; a corruption draws the
+same way at every severity, so only the magnitude changes from one severity to the next.
 """
 
 from __future__ import annotations
@@ -38,8 +40,11 @@ class Corruption:
     def __init__(self, severities: Sequence[float]):
         values = list(severities)
         if not values or any(isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 for v in values):
-            raise ConfigError("shift.corruptions.corruptions.*.severities",
-                              f"must be a list of non-negative numbers, one per severity, got {values!r}", "[0.1, 0.2, ...]")
+            raise ConfigError(
+                "shift.corruptions.corruptions.*.severities",
+                f"must be a list of non-negative numbers, one per severity, got {values!r}",
+                "[0.1, 0.2, ...]",
+            )
         self.severities = [float(v) for v in values]
 
     def __call__(self, x: torch.Tensor, severity: int, generator: torch.Generator) -> torch.Tensor:

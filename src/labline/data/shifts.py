@@ -89,19 +89,28 @@ class Corruptions(Shift):
 
     def __init__(self, corruptions: dict[str, Corruption], seed: int = 0):
         if not corruptions:
-            raise ConfigError("shift.corruptions.corruptions", "names no corruption",
-                              "gaussian_noise, gaussian_blur, contrast, rotation, translation")
+            raise ConfigError(
+                "shift.corruptions.corruptions",
+                "names no corruption",
+                "gaussian_noise, gaussian_blur, contrast, rotation, translation",
+            )
         for name, corruption in corruptions.items():
             if not isinstance(corruption, Corruption):
-                raise ConfigError(f"shift.corruptions.corruptions.{name}._target_", f"built a {type(corruption).__name__}",
-                                  "a subclass of labline.data.corruptions.Corruption")
+                raise ConfigError(
+                    f"shift.corruptions.corruptions.{name}._target_",
+                    f"built a {type(corruption).__name__}",
+                    "a subclass of labline.data.corruptions.Corruption",
+                )
         self.corruptions = dict(corruptions)
         self.seed = seed
 
     def sets(self, test: TestSet) -> Iterator[ShiftedSet]:
         if test.x.ndim != 4:
-            raise ConfigError("shift=corruptions", f"corrupts images (N, C, H, W), but the run's inputs are {test.x.shape[1:]}",
-                              "a run on image data (digits, shapes, glyphs, image folders)")
+            raise ConfigError(
+                "shift=corruptions",
+                f"corrupts images (N, C, H, W), but the run's inputs are {test.x.shape[1:]}",
+                "a run on image data (digits, shapes, glyphs, image folders)",
+            )
         span = test.high - test.low if test.high > test.low else 1.0
         clean = torch.from_numpy(((test.x - test.low) / span).astype(np.float32))
         for name, corruption in self.corruptions.items():
@@ -115,12 +124,19 @@ class Corruptions(Shift):
         (drop / clean: the share of the clean accuracy lost, comparable between models of different clean
         accuracy). ImageNet-C's mCE normalises errors by AlexNet's; labline has no reference model, so the
         unnormalised mean corruption error is ``1 - mca``."""
-        per = {name: float(np.mean([scores[f"{name}/{s}"]["acc"] for s in range(1, len(c.severities) + 1)]))
-               for name, c in self.corruptions.items()}
+        per = {
+            name: float(np.mean([scores[f"{name}/{s}"]["acc"] for s in range(1, len(c.severities) + 1)]))
+            for name, c in self.corruptions.items()
+        }
         mca = float(np.mean([scores[k]["acc"] for k in scores]))
         drop = clean["acc"] - mca
-        return {**{f"{name}/acc": v for name, v in per.items()}, "mca": mca, "mce": 1.0 - mca, "drop": drop,
-                "relative_drop": drop / clean["acc"] if clean["acc"] > 0 else 0.0}
+        return {
+            **{f"{name}/acc": v for name, v in per.items()},
+            "mca": mca,
+            "mce": 1.0 - mca,
+            "drop": drop,
+            "relative_drop": drop / clean["acc"] if clean["acc"] > 0 else 0.0,
+        }
 
     def grid(self, scores: Scores) -> tuple[list[str], list[str], np.ndarray]:
         levels = max(len(c.severities) for c in self.corruptions.values())
@@ -148,8 +164,9 @@ def resample_to_priors(y: np.ndarray, priors: np.ndarray, size: int, rng: np.ran
     return np.concatenate(chosen)
 
 
-def saerens_em(probs: np.ndarray, train_priors: np.ndarray, tol: float = 1e-8, max_iter: int = 1000
-               ) -> tuple[np.ndarray, np.ndarray]:
+def saerens_em(
+    probs: np.ndarray, train_priors: np.ndarray, tol: float = 1e-8, max_iter: int = 1000
+) -> tuple[np.ndarray, np.ndarray]:
     """``(test priors, corrected probabilities)``: Saerens et al. (2002)'s EM estimate of new class priors.
 
     A classifier's probabilities ``p(k|x)`` are calibrated to the training priors ``pi``. Under label shift
@@ -176,8 +193,15 @@ class LabelShift(Shift):
     Dirichlet draw (``alphas``, ``draws`` each; a small alpha concentrates the priors on few classes) and per
     given prior vector (``priors``). With ``correct``, the Saerens EM-corrected classifier is scored too."""
 
-    def __init__(self, alphas: Sequence[float] = (10.0, 1.0, 0.1), draws: int = 1, priors: Sequence[Sequence[float]] = (),
-                 size: int | None = None, correct: bool = True, seed: int = 0):
+    def __init__(
+        self,
+        alphas: Sequence[float] = (10.0, 1.0, 0.1),
+        draws: int = 1,
+        priors: Sequence[Sequence[float]] = (),
+        size: int | None = None,
+        correct: bool = True,
+        seed: int = 0,
+    ):
         if any(isinstance(a, bool) or not isinstance(a, (int, float)) or a <= 0 for a in alphas):
             raise ConfigError("shift.label.alphas", f"must be positive numbers, got {list(alphas)}", "[10.0, 1.0, 0.1]")
         if not alphas and not priors:
@@ -226,9 +250,12 @@ class CrossDataset(Shift):
 
     def sets(self, test: TestSet) -> Iterator[ShiftedSet]:
         if self.source.classes != test.classes or self.source.x.shape[1:] != test.x.shape[1:]:
-            raise ConfigError("shift=cross_dataset", f"'{self.name}' has classes {self.source.classes} of shape "
-                              f"{self.source.x.shape[1:]}, the run's data classes {test.classes} of shape {test.x.shape[1:]}",
-                              "a run on data whose classes and image shape the pair's dataset shares (data=digits)")
+            raise ConfigError(
+                "shift=cross_dataset",
+                f"'{self.name}' has classes {self.source.classes} of shape "
+                f"{self.source.x.shape[1:]}, the run's data classes {test.classes} of shape {test.x.shape[1:]}",
+                "a run on data whose classes and image shape the pair's dataset shares (data=digits)",
+            )
         yield ShiftedSet(self.name, self.source.x.astype(test.x.dtype), self.source.y)
 
     def summary(self, scores: Scores, clean: dict[str, float]) -> dict[str, float]:

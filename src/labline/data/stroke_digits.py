@@ -48,9 +48,16 @@ def _segments(strokes: list[list[tuple[float, float]]]) -> np.ndarray:
     return np.array([[a, b] for stroke in strokes for a, b in zip(stroke[:-1], stroke[1:], strict=False)], dtype=np.float64)
 
 
-def stroke_digits(per_class: int = 100, wobble: float = 0.03, rotation: float = 10.0, scale: float = 0.1,
-                  shear: float = 0.2, shift: float = 0.08, thickness: tuple[float, float] = (1.6, 2.6),
-                  seed: int = 0) -> RawDataset:
+def stroke_digits(
+    per_class: int = 100,
+    wobble: float = 0.03,
+    rotation: float = 10.0,
+    scale: float = 0.1,
+    shear: float = 0.2,
+    shift: float = 0.08,
+    thickness: tuple[float, float] = (1.6, 2.6),
+    seed: int = 0,
+) -> RawDataset:
     """``10 * per_class`` digits ``(N, 1, 8, 8)`` with integer values 0..16 (scikit-learn's digits' units), labels
     class-major; ``thickness`` is the pen radius range in pixels of the 32x32 bitmap, the jitter as in glyphs."""
     if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
@@ -69,7 +76,9 @@ def stroke_digits(per_class: int = 100, wobble: float = 0.03, rotation: float = 
         moved += rng.uniform(-shift, shift, size=(per_class, 1, 1, 2))
         radius = rng.uniform(*thickness, size=per_class).astype(np.float32)
         segments = moved.astype(np.float32)
-        ink = np.concatenate([_render(segments[i:i + CHUNK], radius[i:i + CHUNK], BITMAP) for i in range(0, per_class, CHUNK)])
+        ink = np.concatenate(
+            [_render(segments[i : i + CHUNK], radius[i : i + CHUNK], BITMAP) for i in range(0, per_class, CHUNK)]
+        )
         bits = (ink >= 0.5).reshape(per_class, 8, BLOCK, 8, BLOCK)
         images.append(bits.sum(axis=(2, 4)).astype(np.float32))
     x = np.concatenate(images)[:, None]

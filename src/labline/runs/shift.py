@@ -46,8 +46,9 @@ def families(node: DictConfig | None) -> dict[str, Shift]:
     for name, sub in (node or {}).items():
         family = instantiate(sub, f"{SHIFT_KEY}.{name}")
         if not isinstance(family, Shift):
-            raise ConfigError(f"{SHIFT_KEY}.{name}._target_", f"built a {type(family).__name__}",
-                              "a subclass of labline.data.shifts.Shift")
+            raise ConfigError(
+                f"{SHIFT_KEY}.{name}._target_", f"built a {type(family).__name__}", "a subclass of labline.data.shifts.Shift"
+            )
         built[str(name)] = family
     return built
 
@@ -56,14 +57,21 @@ def check_shiftable(cfg: DictConfig) -> None:
     """Only a Lightning classification task re-runs on new inputs here; refused before anything runs."""
     runner = cfg.task.get("runner")
     if runner:
-        raise ConfigError("task", f"a task run by {runner} (scikit-learn) keeps no model labline re-runs on shifted data",
-                          "a run of a Lightning classification task (task=classification, distill, fixmatch, ...)")
+        raise ConfigError(
+            "task",
+            f"a task run by {runner} (scikit-learn) keeps no model labline re-runs on shifted data",
+            "a run of a Lightning classification task (task=classification, distill, fixmatch, ...)",
+        )
 
 
 def check_task(task: object, cfg: DictConfig) -> ClassificationTask:
     if not isinstance(task, ClassificationTask):
-        raise ConfigError("task", f"{type(task).__name__} ({cfg.task.get('_target_')}) is not scored per image class, "
-                          "so it has no accuracy under shift", "a run of a classification task")
+        raise ConfigError(
+            "task",
+            f"{type(task).__name__} ({cfg.task.get('_target_')}) is not scored per image class, "
+            "so it has no accuracy under shift",
+            "a run of a classification task",
+        )
     return task
 
 
@@ -75,8 +83,11 @@ def test_set(cfg: DictConfig, root: Path, part: str) -> tuple[TestSet, Normalise
     if len(idx) == 0:
         raise ConfigError(SHIFT_KEY, f"the run's {part} part is empty", "a run with a test part")
     if not np.allclose(norm.transform(x[idx]), processed.x[idx], atol=REPRODUCED_ATOL):
-        raise ConfigError("preprocess", f"applying {cfg.preprocess.get('_target_')} again to the raw {part} part does not "
-                          "give the run's processed data", "the data and preprocessing the run recorded")
+        raise ConfigError(
+            "preprocess",
+            f"applying {cfg.preprocess.get('_target_')} again to the raw {part} part does not give the run's processed data",
+            "the data and preprocessing the run recorded",
+        )
     priors = np.bincount(processed.y[train], minlength=len(processed.classes)) / len(train)
     return TestSet(x[idx], processed.y[idx], processed.classes, float(x[train].min()), float(x[train].max()), priors), norm
 
@@ -88,7 +99,7 @@ def probabilities(task: ClassificationTask, x: np.ndarray, batch_size: int) -> n
     rows = []
     with torch.no_grad():
         for i in range(0, len(x), batch_size):
-            batch = torch.from_numpy(np.ascontiguousarray(x[i:i + batch_size], dtype=np.float32)).to(device)
+            batch = torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size], dtype=np.float32)).to(device)
             rows.append(task.main_logits(task(batch)).float().softmax(-1).cpu().numpy())
     return np.concatenate(rows)
 
@@ -97,8 +108,10 @@ def scores(y: np.ndarray, probs: np.ndarray) -> dict[str, float]:
     from sklearn.metrics import f1_score
 
     predicted = probs.argmax(1)
-    return {"acc": float(np.mean(predicted == y)),
-            "f1_macro": float(f1_score(y, predicted, labels=np.unique(y), average="macro", zero_division=0))}
+    return {
+        "acc": float(np.mean(predicted == y)),
+        "f1_macro": float(f1_score(y, predicted, labels=np.unique(y), average="macro", zero_division=0)),
+    }
 
 
 def _write_csv(per_set: Scores, path: Path) -> Path:
@@ -115,10 +128,11 @@ def _markdown(name: str, family: Shift, per_set: Scores, summary: dict[str, floa
     grid = family.grid(per_set)
     if grid is not None:
         rows, columns, table = grid
-        lines += ["| | " + " | ".join(f"severity {c}" for c in columns) + " | mean |",
-                  "|---" * (len(columns) + 2) + "|"]
-        lines += [f"| {row} | " + " | ".join("" if np.isnan(v) else f"{v:.4f}" for v in values) + f" | {np.nanmean(values):.4f} |"
-                  for row, values in zip(rows, table, strict=True)]
+        lines += ["| | " + " | ".join(f"severity {c}" for c in columns) + " | mean |", "|---" * (len(columns) + 2) + "|"]
+        lines += [
+            f"| {row} | " + " | ".join("" if np.isnan(v) else f"{v:.4f}" for v in values) + f" | {np.nanmean(values):.4f} |"
+            for row, values in zip(rows, table, strict=True)
+        ]
     else:
         keys = sorted({k for row in per_set.values() for k in row})
         lines += ["| set | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
@@ -136,8 +150,9 @@ class ShiftReport:
     files: list[Path]
 
 
-def evaluate_shifts(task: ClassificationTask, cfg: DictConfig, root: Path, shifts: dict[str, Shift], part: str,
-                    folder: Path) -> ShiftReport:
+def evaluate_shifts(
+    task: ClassificationTask, cfg: DictConfig, root: Path, shifts: dict[str, Shift], part: str, folder: Path
+) -> ShiftReport:
     """Scores on every family in ``shifts`` over ``part``, the files written into ``folder/shift/``."""
     test, norm = test_set(cfg, root, part)
     batch = int(cfg.data.batch_size)
@@ -164,8 +179,11 @@ def evaluate_shifts(task: ClassificationTask, cfg: DictConfig, root: Path, shift
         files.append(out / f"{name}.md")
         grid = family.grid(per_set)
         if grid is not None:
-            files.append(plots.shift_heatmap(*grid, clean["acc"], out / f"{name}_heatmap.png",
-                                             title=f"{cfg.data.name}: accuracy under {name}"))
+            files.append(
+                plots.shift_heatmap(
+                    *grid, clean["acc"], out / f"{name}_heatmap.png", title=f"{cfg.data.name}: accuracy under {name}"
+                )
+            )
     return ShiftReport(metrics | summaries, summaries, files)
 
 
@@ -176,6 +194,9 @@ def load_weights(task: ClassificationTask, checkpoint: Path) -> None:
     try:
         saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise ConfigError(str(checkpoint), f"holds more than plain weights and state, refused (weights_only): "
-                          f"{' '.join(str(exc).split())[:200]}", "a checkpoint labline wrote") from None
+        raise ConfigError(
+            str(checkpoint),
+            f"holds more than plain weights and state, refused (weights_only): {' '.join(str(exc).split())[:200]}",
+            "a checkpoint labline wrote",
+        ) from None
     task.load_state_dict(saved["state_dict"])

@@ -74,8 +74,11 @@ def _check_data(run: Any, recorded: dict[str, str]) -> None:
     for tag, now in recorded.items():
         then = run.data.tags.get(tag)
         if then is not None and then != now:
-            raise ConfigError("data", f"the run's test split cannot be rebuilt here: {tag} {then[:10]} -> {now[:10]}",
-                              "the data the run was trained on (`dvc checkout`, or the recorded data.source)")
+            raise ConfigError(
+                "data",
+                f"the run's test split cannot be rebuilt here: {tag} {then[:10]} -> {now[:10]}",
+                "the data the run was trained on (`dvc checkout`, or the recorded data.source)",
+            )
 
 
 def evaluate_run(run_id: str, words: Sequence[str], root: Path, output: Path | None = None) -> dict[str, Any]:
@@ -108,8 +111,9 @@ def evaluate_run(run_id: str, words: Sequence[str], root: Path, output: Path | N
     write_json(report.metrics, output or out_dir / "metrics.json")
     name = f"shift-{run.info.run_name or run_id[:8]}"
     tags = {SHIFT_OF_TAG: run_id, "dataset": str(cfg.data.name), "shift": ",".join(shifts)}
-    with open_run(store, experiment, name, tags=tags, config={"evaluated_run": run_id, SHIFT_KEY: to_plain(node)},
-                  root=root, parent=run_id) as handle:
+    with open_run(
+        store, experiment, name, tags=tags, config={"evaluated_run": run_id, SHIFT_KEY: to_plain(node)}, root=root, parent=run_id
+    ) as handle:
         handle.log_metrics(report.metrics)
         for path in report.files:
             handle.log_artifact(path, FOLDER)
