@@ -66,7 +66,8 @@ class Shift:
         raise NotImplementedError
 
     def predictions(self, shifted: ShiftedSet, probs: np.ndarray, test: TestSet) -> dict[str, np.ndarray]:
-        """Named class probabilities to score on ``shifted`` (``""``: the model's own)."""
+        """Named class probabilities to score on ``shifted`` (``""``: the model's own); a family may also add
+        numbers about the set to ``shifted.info`` here (how well it estimated the set's priors)."""
         return {"": probs}
 
     def summary(self, scores: Scores, clean: dict[str, float]) -> dict[str, float]:
