@@ -65,6 +65,8 @@ class PreparedRun:
     callbacks: list[pl.Callback]
     # distribution-shift families the trained model is also scored on (the config's ``shift`` node)
     shifts: dict[str, Shift] = field(default_factory=dict)
+    # the shift metrics worth printing (clean and each family's summary; every per-set value is in MLflow)
+    shift_summary: set[str] = field(default_factory=set)
     _evaluator: pl.Trainer | None = None
 
     @property

@@ -32,7 +32,7 @@ from labline.runs.records import config_hash, data_tags, default_run_name, optio
 from labline.runs.reports import classification_reports
 from labline.runs.runtime import runtime_tags
 from labline.runs.shift import FOLDER as SHIFT_FOLDER
-from labline.runs.shift import evaluate_shifts, load_weights
+from labline.runs.shift import SHIFT_KEY, evaluate_shifts, load_weights
 from labline.tracking.lifecycle import RunHandle, open_run
 
 RUN_RECORD = "run.json"
@@ -123,7 +123,13 @@ def report_shifts(run: PreparedRun, handle: RunHandle, part: str, folder: Path) 
     handle.log_metrics(report.metrics)
     for path in report.files:
         handle.log_artifact(path, SHIFT_FOLDER)
+    run.shift_summary |= set(report.summary)
     return report.metrics
+
+
+def console_metrics(run: PreparedRun, metrics: dict[str, float]) -> dict[str, float]:
+    """What the console shows: every metric but the per-set shift scores (dozens; MLflow and metrics.json hold them)."""
+    return {k: v for k, v in metrics.items() if f"/{SHIFT_KEY}/" not in k or k in run.shift_summary}
 
 
 def log_validation_predictions(run: PreparedRun, handle: RunHandle, checkpoint: Path) -> None:
@@ -198,7 +204,7 @@ def train_and_test(cfg: DictConfig, out_dir: Path, root: Path, do_test: bool | N
         write_json({"run_id": handle.run_id, "checkpoint": str(best.relative_to(out_dir))}, out_dir / RUN_RECORD)
     if not context.quiet:
         if metrics:
-            metrics_table(metrics)
+            metrics_table(console_metrics(run, metrics))
         run_footer(handle.run_id)
     return {"run_id": handle.run_id, "monitor": run.task.monitor, "best_value": run.curves.best_value,
             "best_epoch": run.curves.best_epoch, **metrics}
