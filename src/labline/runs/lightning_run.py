@@ -116,11 +116,11 @@ def test(run: PreparedRun, handle: RunHandle, checkpoint: Path, reports: Path) -
 
 
 def report_shifts(run: PreparedRun, handle: RunHandle, part: str, folder: Path) -> dict[str, float]:
-    """The model in ``run.task`` scored on the run's shift families over ``part``; metrics logged, files kept."""
+    """The model in ``run.task`` scored on the run's shift families over ``part``; the files logged, the metrics
+    returned for the caller to log with its own."""
     if not run.shifts:
         return {}
     report = evaluate_shifts(run.task, run.cfg, run.root, run.shifts, part, folder)
-    handle.log_metrics(report.metrics)
     for path in report.files:
         handle.log_artifact(path, SHIFT_FOLDER)
     run.shift_summary |= set(report.summary)
@@ -191,6 +191,7 @@ def train_and_test(cfg: DictConfig, out_dir: Path, root: Path, do_test: bool | N
                 # sets, which a sweep may optimise; the test split stays untouched
                 load_weights(run.task, best)
                 metrics = report_shifts(run, handle, "val", out_dir)
+                handle.log_metrics(metrics)
             # Validation is not the test split: its probabilities (one more pass of the best checkpoint) are
             # saved once, right after training, for ensembles to fit weights on; the DVC evaluate stage,
             # which tests the same run later, does not repeat them.
