@@ -169,6 +169,13 @@ def _reproduce(args: argparse.Namespace) -> None:
                                              else "metrics differ from the recorded run"))
 
 
+def _evaluate(args: argparse.Namespace) -> None:
+    from labline.studies.shift import evaluate_run
+
+    result = evaluate_run(args.run_id, args.shift, workspace_root(), Path(args.output) if args.output else None)
+    print(f"shift evaluation run {result['run_id']} (nested under {args.run_id})")
+
+
 def _docs(args: argparse.Namespace) -> None:
     """components.md from conf/, and every results table from pipelines/results/metrics (stale rows marked)."""
     from labline.reporting.components_doc import render, write
@@ -261,6 +268,15 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("run_id")
     rep.add_argument("--allow-drift", action="store_true", help="run even if code or data differ (recorded on the new run)")
     rep.set_defaults(func=_reproduce)
+    ev = sub.add_parser("evaluate", help="score a finished run on shifted test sets, without retraining: labline evaluate "
+                                         "RUN_ID shift=corruptions (docs/distribution_shift.md)")
+    ev.add_argument("run_id", help="a finished training run (`labline runs`)")
+    ev.add_argument("shift", nargs="+", metavar="shift=...",
+                    help="shift=corruptions | label | cross_dataset, or a list shift=[corruptions,label]; "
+                         "shift.<family>.<key>=value overrides (conf/shift/)")
+    ev.add_argument("--output", help="write the metrics as JSON here, e.g. for a DVC metrics file (default: "
+                                     "outputs/shift-<run>-<time>/metrics.json, beside the tables and heat-maps)")
+    ev.set_defaults(func=_evaluate)
     docs = sub.add_parser("docs", help="regenerate docs/components.md from conf/ and the results tables from "
                                        "pipelines/results/metrics (stale rows marked)")
     docs.add_argument("--output", default="docs/components.md")

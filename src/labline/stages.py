@@ -83,7 +83,7 @@ def _train(cfg: DictConfig, root: Path) -> None:
 def _evaluate(cfg: DictConfig, root: Path) -> None:
     from labline.reporting.console import metrics_table
     from labline.runs.assembly import prepare_run
-    from labline.runs.lightning_run import open_training_run, test
+    from labline.runs.lightning_run import console_metrics, open_training_run, test
 
     models, reports = root / cfg.paths.models, root / cfg.paths.reports
     record = models / "run.json"
@@ -98,7 +98,7 @@ def _evaluate(cfg: DictConfig, root: Path) -> None:
     run = prepare_run(cfg, models, root)
     with open_training_run(run, "", {}, run_id=recorded["run_id"]) as handle:
         metrics = test(run, handle, checkpoint, reports)
-    metrics_table(metrics)
+    metrics_table(console_metrics(run, metrics))
 
 
 STAGES = {

@@ -131,7 +131,7 @@ SUBPROCESS_CASES = [
      "cannot be written"),
 ]
 SUBCOMMANDS = ["train", "ablate", "report", "stage", "params", "metrics", "reproduce", "docs", "runs", "plots-html",
-               "ensemble", "distill-compare", "lab"]
+               "ensemble", "distill-compare", "lab", "evaluate"]
 
 
 def _run_count() -> int:

@@ -95,6 +95,17 @@ def test_second_repro_does_nothing(project: Path, repro: SimpleNamespace) -> Non
     assert "up to date" in result.stdout
 
 
+def test_exp_run_with_a_shift_reruns_only_evaluate_and_adds_its_metrics(project: Path, repro: SimpleNamespace) -> None:
+    """`shift` is a parameter of the evaluate stage only: the same model, scored also under label shift."""
+    result = run_cli(project, "dvc", "exp", "run", "-S", "shift=[label]", *(f"-S{o}" for o in TINY), timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Running stage 'evaluate'" in result.stdout and "Running stage 'train'" not in result.stdout
+    metrics = json.loads((project / "reports" / "metrics.json").read_text())
+    assert metrics["test/acc"] == repro.metrics["test/acc"]
+    assert metrics["test/shift/clean/acc"] == pytest.approx(metrics["test/acc"], abs=1e-6)
+    assert 0.0 <= metrics["test/shift/label/alpha0.1_0/acc"] <= 1.0 and "test/shift/label/acc_corrected" in metrics
+
+
 def test_exp_run_with_hydra_override_reruns_only_train_and_evaluate(project: Path, repro: SimpleNamespace) -> None:
     _commit(project, "baseline")
     result = run_cli(project, "dvc", "exp", "run", "-S", "optimizer=sgd", "-S", "trainer.max_epochs=2", "-S", "threads=1",

@@ -23,6 +23,7 @@ from labline.core.errors import ConfigError, warn_once
 from labline.core.instantiate import instantiate
 from labline.core.io import load_npz, write_json
 from labline.data import files, integrity
+from labline.data.preprocess import Normaliser
 from labline.data.raw import RawDataset, check_arrays, check_dataset
 
 
@@ -180,9 +181,14 @@ def split_dataset(cfg: DictConfig, y: np.ndarray, part: np.ndarray | None = None
 
 def fold_count(cfg: DictConfig, root: Path) -> int:
     """How many models a resampling split trains (the dataset's labels decide it for leave-one-out)."""
-    raw = _raw(cfg, root)
-    ds = files.read_raw(raw) if raw.exists() else load_source(cfg)
+    ds = load_raw(cfg, root)
     return len(all_folds(cfg, ds.y, ds.part))
+
+
+def load_raw(cfg: DictConfig, root: Path) -> RawDataset:
+    """The raw dataset: ``prepare``'s file when there is one, else the source itself."""
+    raw = _raw(cfg, root)
+    return files.read_raw(raw) if raw.exists() else load_source(cfg)
 
 
 def _imputed(ds: RawDataset, train: np.ndarray) -> np.ndarray:
@@ -196,9 +202,15 @@ def _imputed(ds: RawDataset, train: np.ndarray) -> np.ndarray:
     return imputer.transform(flat).astype(np.float32).reshape(ds.x.shape)
 
 
-def preprocess_dataset(cfg: DictConfig, ds: RawDataset, parts: dict[str, np.ndarray]) -> tuple[np.ndarray, dict]:
+def fitted_preprocess(cfg: DictConfig, ds: RawDataset, parts: dict[str, np.ndarray]) -> tuple[np.ndarray, Normaliser]:
+    """The raw arrays with missing values filled, and the normaliser fitted on the train part: what
+    ``preprocess_dataset`` applies, kept apart so that shifted raw test images get the same preprocessing."""
     x = _imputed(ds, parts["train"])
-    norm = instantiate(cfg.preprocess, "preprocess").fit(x[parts["train"]])
+    return x, instantiate(cfg.preprocess, "preprocess").fit(x[parts["train"]])
+
+
+def preprocess_dataset(cfg: DictConfig, ds: RawDataset, parts: dict[str, np.ndarray]) -> tuple[np.ndarray, dict]:
+    x, norm = fitted_preprocess(cfg, ds, parts)
     return norm.transform(x), norm.state
 
 

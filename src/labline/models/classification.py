@@ -67,6 +67,10 @@ class ClassificationTask(Task):
     def forward(self, x: torch.Tensor) -> Outputs:
         return self.head(self.backbone(x))
 
+    def main_logits(self, outputs: Outputs) -> torch.Tensor:
+        """The class logits the task is scored on (a multi-task head's main output)."""
+        return outputs[self.head.main] if isinstance(outputs, dict) else outputs
+
     def _loss(self, outputs: Outputs, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The loss to optimise and, for multi-task heads, each head's own term."""
         if isinstance(self.loss_fn, MultiTaskLoss):
@@ -81,7 +85,7 @@ class ClassificationTask(Task):
         The metric states are sums, so the values are the same as with per-step updates."""
         x, y = batch
         outputs = self(x)
-        logits = outputs[self.head.main] if isinstance(outputs, dict) else outputs
+        logits = self.main_logits(outputs)
         loss, terms = self._loss(outputs, y)
         self.pending[part].append((logits.detach(), y, loss.detach()))
         if len(self.pending[part]) >= FLUSH_BATCHES:

@@ -1,4 +1,4 @@
-"""Figures a researcher looks at first: learning curves and the confusion matrix."""
+"""Figures a researcher looks at first: learning curves, the confusion matrix, accuracy under distribution shift."""
 
 from __future__ import annotations
 
@@ -51,6 +51,27 @@ def confusion_matrix(matrix: np.ndarray, classes: Sequence[str], path: Path) -> 
     threshold = matrix.max() / 2 if matrix.size else 0
     for (i, j), v in np.ndenumerate(matrix if labelled else np.empty((0, 0))):
         ax.text(j, i, str(v), ha="center", va="center", fontsize=8, color="white" if v > threshold else "black")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def shift_heatmap(rows: Sequence[str], columns: Sequence[str], accuracy: np.ndarray, clean: float, path: Path,
+                  title: str = "accuracy under corruption") -> Path:
+    """Accuracy per corruption (row) and severity (column), each cell written, on a fixed 0..1 colour scale so
+    two models' maps compare by eye; the clean accuracy is in the title (severity 0)."""
+    fig, ax = plt.subplots(figsize=(1.1 * len(columns) + 2.5, 0.5 * len(rows) + 1.5))
+    image = ax.imshow(accuracy, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+    ax.set_xticks(range(len(columns)), columns)
+    ax.set_yticks(range(len(rows)), rows)
+    ax.set_xlabel("severity")
+    ax.set_title(f"{title} (clean {clean:.3f})")
+    for (i, j), v in np.ndenumerate(accuracy):
+        if np.isfinite(v):
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8, color="white" if v < 0.5 else "black")
+    fig.colorbar(image, ax=ax, label="accuracy")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

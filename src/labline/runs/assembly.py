@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +33,11 @@ from labline.core.instantiate import instantiate
 from labline.data.datamodule import DataModule
 from labline.data.pipeline import ProcessedData
 from labline.data.semi import load_training_data
+from labline.data.shifts import Shift
 from labline.models.task import Task, TaskContext, build_task
 from labline.runs.checkpoints import resolve_checkpoint
 from labline.runs.runtime import setup_runtime
+from labline.runs.shift import SHIFT_KEY, check_task, families
 from labline.tracking.store import Destination
 
 BUILTINS_KEY = "run_callbacks"
@@ -61,6 +63,10 @@ class PreparedRun:
     out_dir: Path
     root: Path
     callbacks: list[pl.Callback]
+    # distribution-shift families the trained model is also scored on (the config's ``shift`` node)
+    shifts: dict[str, Shift] = field(default_factory=dict)
+    # the shift metrics worth printing (clean and each family's summary; every per-set value is in MLflow)
+    shift_summary: set[str] = field(default_factory=set)
     _evaluator: pl.Trainer | None = None
 
     @property
@@ -144,6 +150,9 @@ def prepare_run(cfg: DictConfig, out_dir: Path, root: Path, extra_callbacks: Seq
     data = load_training_data(cfg, root)
     datamodule = build_datamodule(cfg, data)
     task = build_task(task_context(cfg, datamodule))
+    shifts = families(cfg.get(SHIFT_KEY))
+    if shifts:
+        check_task(task, cfg)
     _check_positive(cfg, "checkpoint_every_n_epochs", 1)
     builtins = builtin_callbacks(cfg, out_dir, task)
     curves = next(c for c in builtins if isinstance(c, EpochCurves))
@@ -152,7 +161,7 @@ def prepare_run(cfg: DictConfig, out_dir: Path, root: Path, extra_callbacks: Seq
     _check_distributed(cfg)
     trainer = build_trainer(cfg, callbacks, out_dir)
     destination = instantiate(cfg.logger, "logger")
-    return PreparedRun(cfg, config, data, datamodule, task, trainer, curves, destination, out_dir, root, callbacks)
+    return PreparedRun(cfg, config, data, datamodule, task, trainer, curves, destination, out_dir, root, callbacks, shifts)
 
 
 def _check_distributed(cfg: DictConfig) -> None:

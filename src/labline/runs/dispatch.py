@@ -16,11 +16,14 @@ from omegaconf import DictConfig
 
 from labline.runs.context import NO_CONTEXT, RunContext
 from labline.runs.lightning_run import train_and_test
+from labline.runs.shift import SHIFT_KEY, check_shiftable
 
 
 def run_task(cfg: DictConfig, out_dir: Path, root: Path, do_test: bool | None = None,
              context: RunContext = NO_CONTEXT) -> dict[str, Any]:
     runner = cfg.task.get("runner")
     if runner:
+        if cfg.get(SHIFT_KEY):
+            check_shiftable(cfg)
         return get_object(runner)(cfg, out_dir, root, do_test=do_test, context=context)
     return train_and_test(cfg, out_dir, root, do_test=do_test, context=context)

@@ -31,6 +31,8 @@ from labline.runs.ranks import launching_ranks, topology_tags
 from labline.runs.records import config_hash, data_tags, default_run_name, option_names
 from labline.runs.reports import classification_reports
 from labline.runs.runtime import runtime_tags
+from labline.runs.shift import FOLDER as SHIFT_FOLDER
+from labline.runs.shift import SHIFT_KEY, evaluate_shifts, load_weights
 from labline.tracking.lifecycle import RunHandle, open_run
 
 RUN_RECORD = "run.json"
@@ -102,6 +104,7 @@ def test(run: PreparedRun, handle: RunHandle, checkpoint: Path, reports: Path) -
     results = run.evaluator.test(run.task, datamodule=run.datamodule, ckpt_path=str(checkpoint), verbose=False,
                                weights_only=True)[0]
     metrics = {k: float(v) for k, v in results.items()}  # test/acc beside val/acc, as the task logs them
+    metrics |= report_shifts(run, handle, "test", reports)  # the tested weights, on shifted test sets (DVC metrics too)
     write_json(metrics, reports / "metrics.json")
     handle.log_metrics(metrics)
     found = run.task.test_probabilities()
@@ -110,6 +113,23 @@ def test(run: PreparedRun, handle: RunHandle, checkpoint: Path, reports: Path) -
     for path in run.task.test_artifacts(reports):
         handle.log_artifact(Path(path), "test")
     return metrics
+
+
+def report_shifts(run: PreparedRun, handle: RunHandle, part: str, folder: Path) -> dict[str, float]:
+    """The model in ``run.task`` scored on the run's shift families over ``part``; the files logged, the metrics
+    returned for the caller to log with its own."""
+    if not run.shifts:
+        return {}
+    report = evaluate_shifts(run.task, run.cfg, run.root, run.shifts, part, folder)
+    for path in report.files:
+        handle.log_artifact(path, SHIFT_FOLDER)
+    run.shift_summary |= set(report.summary)
+    return report.metrics
+
+
+def console_metrics(run: PreparedRun, metrics: dict[str, float]) -> dict[str, float]:
+    """What the console shows: every metric but the per-set shift scores (dozens; MLflow and metrics.json hold them)."""
+    return {k: v for k, v in metrics.items() if f"/{SHIFT_KEY}/" not in k or k in run.shift_summary}
 
 
 def log_validation_predictions(run: PreparedRun, handle: RunHandle, checkpoint: Path) -> None:
@@ -166,6 +186,12 @@ def train_and_test(cfg: DictConfig, out_dir: Path, root: Path, do_test: bool | N
                 handle.set_tags({"started_from_checkpoint": str(start)})
             best = fit(run, handle, start)
             metrics = test(run, handle, best, out_dir) if do_test else {}
+            if not do_test and run.shifts and not cfg.get("test_after_fit", True):
+                # a sweep's trial (the DVC train stage tests later instead): the best weights on shifted validation
+                # sets, which a sweep may optimise; the test split stays untouched
+                load_weights(run.task, best)
+                metrics = report_shifts(run, handle, "val", out_dir)
+                handle.log_metrics(metrics)
             # Validation is not the test split: its probabilities (one more pass of the best checkpoint) are
             # saved once, right after training, for ensembles to fit weights on; the DVC evaluate stage,
             # which tests the same run later, does not repeat them.
@@ -179,7 +205,7 @@ def train_and_test(cfg: DictConfig, out_dir: Path, root: Path, do_test: bool | N
         write_json({"run_id": handle.run_id, "checkpoint": str(best.relative_to(out_dir))}, out_dir / RUN_RECORD)
     if not context.quiet:
         if metrics:
-            metrics_table(metrics)
+            metrics_table(console_metrics(run, metrics))
         run_footer(handle.run_id)
     return {"run_id": handle.run_id, "monitor": run.task.monitor, "best_value": run.curves.best_value,
             "best_epoch": run.curves.best_epoch, **metrics}
