@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from testroot import ROOT
+from testroot import CHECKOUT
 
 HEAVY = ("torch", "lightning", "transformers")
 PROBE = """
@@ -45,7 +45,7 @@ COMMANDS = [
     (["distill-compare", "--help"], (0,)),
     (["lab", "--help"], (0,)),
     (["params", "--output", "{tmp}/params.yaml"], (0,)),
-    (["docs", "--check"], (0, 2)),
+    (["docs", "--check"], (0, 2)),  # run in the checkout: it reads its DVC pipelines
 ]
 
 
@@ -54,7 +54,7 @@ def test_commands_that_do_not_train_import_no_torch_lightning_or_transformers(tm
                                                                                codes: tuple[int, ...]) -> None:
     out = tmp_path / "imported.json"
     args = [w.format(tmp=tmp_path) for w in words]
-    done = subprocess.run([sys.executable, "-c", PROBE, str(out), json.dumps(args)], cwd=ROOT, capture_output=True,
+    done = subprocess.run([sys.executable, "-c", PROBE, str(out), json.dumps(args)], cwd=CHECKOUT, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(out.read_text())
