@@ -4,8 +4,8 @@ Wraps the functions labline adds to a Lightning epoch (the task's per-epoch logg
 callbacks, the curves, the guard, the progress bar, the epoch reseeding) and the loader's batch fetch, trains the
 default experiment (``benches/overhead.py``'s labline side, ``--try`` candidates included) and prints the CPU time
 (``time.process_time``, every thread) each one took per epoch, largest first. Unlike the overhead ratios, which
-differ by up to 0.15x between runs on a shared machine, a part's own time moves little with load, so it shows what
-a change bought.
+differ by up to 0.15x between runs on a shared machine, a part's own time moves less with load, so it shows what a
+change bought.
 
     python benches/epoch_parts.py [--epochs 12] [--threads 1] [--batch-size 64] [--set KEY=VALUE ...] [--try NAME ...]
 """

@@ -26,7 +26,8 @@ load-robust measure of labline's overhead and the wall ratio is the one to trust
 ``--try`` applies a candidate that labline does not ship to labline's side only, to measure what it would
 buy (``CANDIDATES``): ``async_checkpoint`` (Lightning's ``AsyncCheckpointIO``), ``async_mlflow`` (MLflow's
 asynchronous ``log_batch``, flushed when training ends), ``binned_ranking`` (AUROC / AP over 200 thresholds
-instead of every score), ``per_sample_loader`` (labline's datamodule without its whole-batch fast path).
+instead of every score; it fails under labline's deterministic trainer, see docs/benchmarks.md),
+``per_sample_loader`` (labline's datamodule without its whole-batch fast path).
 
 labline's extra work is mostly per epoch (MLflow logging, the best and the resumable checkpoint, metric
 computation), so its ratio depends on how long an epoch takes: run it at two batch sizes to see the
