@@ -134,7 +134,7 @@ class ArrayDataModule(DataModule):
     def _loader(self, part: str, shuffle: bool) -> DataLoader:
         """In one process, a part held as tensors is served in whole batches (``EpochBatches``: each tensor indexed
         with a batch's indices), the same batches in the same order as a per-sample loader over the same sampler,
-        for a tenth of its cost (benches/overhead.py). Over several ranks the per-sample loader stays, so that
+        for a fifth of its cost (benches/epoch_parts.py). Over several ranks the per-sample loader stays, so that
         Lightning's distributed sampler shards samples, not batches."""
         dataset = self.sets[part]
         sampler = EpochShuffle(len(dataset), self.seed) if shuffle else None

@@ -32,10 +32,10 @@ class EpochShuffle(Sampler[int]):
 
 
 class EpochBatches(BatchSampler):
-    """A sampler's indices in batches, for a dataset that takes a whole batch of indices at once (a
-    ``TensorDataset`` indexes each tensor with the list): the same batches, in the same order, as a
-    per-sample loader over the same sampler, without a ``__getitem__`` per sample and a collate per batch.
-    Forwards ``set_epoch`` (Lightning calls it on a loader's sampler) to the sampler it batches."""
+    """A sampler's indices in batches, each a tensor of indices, for a dataset that reads a whole batch at once
+    (``datamodule.RowBatches``): the same batches, in the same order, as a per-sample loader over the same sampler,
+    without a ``__getitem__`` per sample and a collate per batch. Forwards ``set_epoch`` (Lightning calls it on a
+    loader's sampler) to the sampler it batches."""
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         # A generator, like BatchSampler's: the order is drawn at the first batch, so a ``set_epoch`` made after the
