@@ -120,3 +120,36 @@ def test_project_root_escapes_dvc_temp_workspaces(tmp_path, monkeypatch) -> None
     (temp / "dvc.yaml").write_text("stages: {}\n")
     assert workspace_root(temp) == temp
     assert project_root(temp) == project
+
+
+def test_array_parts_are_served_in_whole_batches_identical_to_a_per_sample_loader() -> None:
+    """The whole-batch path (one process) yields the batches a per-sample DataLoader over the same seeded sampler
+    yields, epoch after epoch, also when the epoch is set after the loader's iterator was created (a resume)."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from labline.data.datamodule import ArrayDataModule, RowBatches
+    from labline.data.pipeline import ProcessedData
+    from labline.data.samplers import EpochShuffle
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(70, 1, 4, 4)).astype(np.float32), rng.integers(0, 3, 70)
+    parts = {"train": np.arange(0, 50), "val": np.arange(50, 60), "test": np.arange(60, 70)}
+    module = ArrayDataModule(ProcessedData(x, y, ["a", "b", "c"], parts, "f", "m"), batch_size=8, seed=3)
+    train = module.train_dataloader()
+    assert isinstance(train.dataset, RowBatches) and len(train) == 7 and len(train.dataset) == 50
+    for epoch in (0, 1, 5):
+        batches = iter(train)
+        module.set_epoch(epoch)  # after the iterator exists, as EpochSeed's call comes after a resume
+        reference = EpochShuffle(50, 3)
+        reference.set_epoch(epoch)
+        expected = DataLoader(module.sets["train"], batch_size=8, sampler=reference)
+        got = list(batches)
+        assert len(got) == len(expected) == 7
+        for (bx, by), (ex, ey) in zip(got, expected, strict=True):
+            assert torch.equal(bx, ex) and torch.equal(by, ey)
+    orders = [torch.cat([b[1] for b in train]) for _ in range(2)]
+    module.set_epoch(2)
+    assert torch.equal(orders[0], orders[1]) and not torch.equal(orders[0], torch.cat([b[1] for b in train]))
+    val = list(module.val_dataloader())
+    assert [len(b[0]) for b in val] == [8, 2] and torch.equal(torch.cat([b[1] for b in val]), torch.from_numpy(y[50:60]))

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import BatchSampler, Sampler
 
 from labline.core.seeding import epoch_seed
 
@@ -29,3 +29,21 @@ class EpochShuffle(Sampler[int]):
 
     def __len__(self) -> int:
         return self.size
+
+
+class EpochBatches(BatchSampler):
+    """A sampler's indices in batches, each a tensor of indices, for a dataset that reads a whole batch at once
+    (``datamodule.RowBatches``): the same batches, in the same order, as a per-sample loader over the same sampler,
+    without a ``__getitem__`` per sample and a collate per batch. Forwards ``set_epoch`` (Lightning calls it on a
+    loader's sampler) to the sampler it batches."""
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        # A generator, like BatchSampler's: the order is drawn at the first batch, so a ``set_epoch`` made after the
+        # loader's iterator was created still decides it (after a resume, EpochSeed's call comes that late).
+        order = torch.as_tensor(list(self.sampler), dtype=torch.long)
+        batches = order.split(self.batch_size)
+        yield from batches[:-1] if self.drop_last and len(order) % self.batch_size else batches
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)

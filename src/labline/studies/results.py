@@ -22,7 +22,6 @@ from omegaconf import OmegaConf
 from labline.core.config import compose_config
 from labline.core.errors import ConfigError
 from labline.core.io import read_json, write_json
-from labline.runs.dispatch import run_task
 from labline.tracking.provenance import git_state
 
 FOLDER = Path("pipelines") / "results"
@@ -127,6 +126,7 @@ def _read_compare(row: Row, root: Path) -> Path:
 
 def measure(root: Path, name: str) -> Path:
     """Run one row's trainings (and ensembles) with its seeds; returns the metrics file written."""
+    from labline.runs.dispatch import run_task  # here: `labline docs` reads this module and must not import Lightning
     from labline.studies.ensemble import run_ensemble
 
     row = row_spec(load_spec(root), name)

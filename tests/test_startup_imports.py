@@ -1,0 +1,62 @@
+"""Commands that do not train start without the training stack: each runs in a fresh interpreter, which then reports
+the modules it imported (module inspection, not timing: benches/startup.py times them). ``import lightning.pytorch``
+alone takes ~6 s on these machines, and torch, Lightning and transformers are what a command that only prints, composes
+or renders must never pay for."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from testroot import CHECKOUT
+
+HEAVY = ("torch", "lightning", "transformers")
+PROBE = """
+import json, sys
+from labline.cli import main
+out, words = sys.argv[1], json.loads(sys.argv[2])
+sys.argv = ["labline", *words]
+try:
+    main()
+    code = 0
+except SystemExit as stop:
+    code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+with open(out, "w") as fh:
+    json.dump({"code": code, "imported": sorted(m for m in sys.modules if m.split(".")[0] in HEAVY)}, fh)
+""".replace("HEAVY", repr(HEAVY))
+# (words, exit codes that count as having run): `docs --check` exits 2 when a rendered table is stale, after the same
+# work.
+COMMANDS = [
+    (["--help"], (0,)),
+    (["train", "--help"], (0,)),
+    (["train", "--cfg", "job"], (0,)),
+    (["ablate", "--help"], (0,)),
+    (["report", "--help"], (0,)),
+    (["ensemble", "--help"], (0,)),
+    (["runs", "--help"], (0,)),
+    (["stage", "--help"], (0,)),
+    (["metrics", "--help"], (0,)),
+    (["reproduce", "--help"], (0,)),
+    (["measure", "--help"], (0,)),
+    (["distill-compare", "--help"], (0,)),
+    (["lab", "--help"], (0,)),
+    (["params", "--output", "{tmp}/params.yaml"], (0,)),
+    (["docs", "--check"], (0, 2)),  # run in the checkout: it reads its DVC pipelines
+]
+
+
+@pytest.mark.parametrize(("words", "codes"), COMMANDS, ids=[" ".join(w) for w, _ in COMMANDS])
+def test_commands_that_do_not_train_import_no_torch_lightning_or_transformers(tmp_path: Path, words: list[str],
+                                                                               codes: tuple[int, ...]) -> None:
+    out = tmp_path / "imported.json"
+    args = [w.format(tmp=tmp_path) for w in words]
+    done = subprocess.run([sys.executable, "-c", PROBE, str(out), json.dumps(args)], cwd=CHECKOUT, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["code"] in codes, (report, done.stdout[-1000:], done.stderr[-1000:])
+    assert report["imported"] == [], f"labline {' '.join(words)} imported {report['imported'][:10]}"
