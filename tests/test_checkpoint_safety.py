@@ -68,7 +68,7 @@ def test_a_new_run_can_start_from_a_checkpoint(compose, tmp_path) -> None:
     run = MlflowClient(tracking_uri()).get_run(result["run_id"])
     assert run.data.tags["started_from_checkpoint"] == str(start)
     steps = sorted(m.step for m in MlflowClient(tracking_uri()).get_metric_history(result["run_id"], "val/loss"))
-    assert steps == [0, 1, 2], "the epochs of the checkpoint and the new ones, once each"
+    assert steps == [1, 2, 3], "the epochs of the checkpoint and the new ones, once each"
 
 
 @pytest.mark.parametrize(("override", "key"), [("backbone.weights", "backbone.weights"), ("task.teacher", "task.teacher")])

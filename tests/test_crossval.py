@@ -45,7 +45,7 @@ def test_three_folds_then_refit_log_children_and_the_fold_aggregate(compose, tmp
     assert metrics["val/acc_std"] == pytest.approx(statistics.stdev(values))
     assert result["best_value"] == pytest.approx(statistics.mean(values)), "a sweep optimises the mean fold score"
     assert not any(k.startswith("test/") for c in folds for k in c.data.metrics), "with refit the folds never see the test set"
-    epochs = round(statistics.mean(int(c.data.tags["best_epoch"]) for c in folds) + 1)
+    epochs = round(statistics.mean(int(c.data.tags["best_epoch"]) for c in folds))  # best epochs count from 1
     assert metrics["refit_epochs"] == epochs and refit.data.params["trainer.max_epochs"] == str(epochs)
     assert metrics["refit/test/acc"] == refit.data.metrics["test/acc"] == result["test/acc"]
     assert parent.data.tags["refit_run_id"] == refit.info.run_id
@@ -144,7 +144,7 @@ def test_dvc_train_stage_cross_validates_then_evaluate_tests_the_refit(compose, 
     for i in range(3):
         with open(models / f"fold_{i}" / "curves.csv") as fh:
             folds.append(list(csv.DictReader(fh)))
-    assert [row["epoch"] for row in mean] == ["0", "1"] and all(row["folds"] == "3" for row in mean)
+    assert [row["epoch"] for row in mean] == ["1", "2"] and all(row["folds"] == "3" for row in mean)
     for key in ("train/loss", "val/loss", "val/acc"):
         assert float(mean[1][key]) == pytest.approx(statistics.mean(float(f[1][key]) for f in folds)), key
     run_stage("evaluate", cfg, tmp_path)

@@ -26,7 +26,7 @@ def test_short_epochs_are_logged_together_when_training_ends(compose, tmp_path) 
     with open_training_run(run, "curves", {}) as handle:
         run.trainer.fit(run.task, datamodule=run.datamodule)
     history = _history(handle.run_id, "val/loss")
-    assert [m.step for m in history] == [0, 1, 2]
+    assert [m.step for m in history] == [1, 2, 3], "epochs count from 1, like Optuna's step"
     assert [m.value for m in history] == [row["val/loss"] for row in run.curves.rows]
     assert len({m.timestamp for m in history}) == 1  # one write for the three epochs
 
@@ -39,20 +39,20 @@ def test_slow_epochs_are_logged_as_they_end(compose, tmp_path) -> None:
         tracker_log = handle.log_epochs
         handle.log_epochs = lambda rows: (seen.append([r["epoch"] for r in rows]), tracker_log(rows))
         run.trainer.fit(run.task, datamodule=run.datamodule)
-    assert seen == [[0], [1], [2]]
-    assert [m.step for m in _history(handle.run_id, "train/loss")] == [0, 1, 2]
+    assert seen == [[1], [2], [3]]
+    assert [m.step for m in _history(handle.run_id, "train/loss")] == [1, 2, 3]
 
 
 def test_a_resumed_run_logs_the_epochs_its_checkpoint_holds_and_mlflow_lacks(tmp_path) -> None:
     store = open_store()
-    rows = [{"epoch": e, "val/loss": 1.0 / (e + 1)} for e in range(3)]
+    rows = [{"epoch": e, "val/loss": 1.0 / e} for e in range(1, 4)]
     with open_run(store, "tests", "killed", config={}, root=ROOT) as tracker:
         tracker.log_epochs(rows[:1])  # the kill came after epoch 1's checkpoint, before its flush
     curves = EpochCurves(tmp_path, monitor="val/loss", mode="min", tracker=tracker)
-    curves.load_state_dict({"rows": rows[:2], "best_epoch": 1, "best_value": 0.5})
+    curves.load_state_dict({"rows": rows[:2], "best_epoch": 2, "best_value": 0.5})
     with open_run(store, "tests", "killed", run_id=tracker.run_id) as reopened:
         curves.tracker = reopened
         curves.logged_steps = reopened.logged_steps("val/loss")
         curves.on_train_start(None, None)
-    assert [(m.step, m.value) for m in _history(tracker.run_id, "val/loss")] == [(0, 1.0), (1, 0.5)]
+    assert [(m.step, m.value) for m in _history(tracker.run_id, "val/loss")] == [(1, 1.0), (2, 0.5)]
     assert current_run() is None

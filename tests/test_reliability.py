@@ -86,7 +86,7 @@ def test_a_nonfinite_gradient_stops_the_run_as_failed_with_the_step(compose, tmp
                        context=RunContext(callbacks=[PoisonGradient(2)]))
     (run,) = _runs()
     assert run.info.status == "FAILED"
-    assert run.data.tags["failure_reason"] == "NonFiniteError: non-finite gradient at global step 2 (epoch 0)"
+    assert run.data.tags["failure_reason"] == "NonFiniteError: non-finite gradient at global step 2 (epoch 1)"
 
 
 def test_nonfinite_skip_drops_the_batch_and_counts_it(compose, tmp_path) -> None:
@@ -133,7 +133,7 @@ def test_sigterm_stops_cleanly_and_the_same_config_resumes_to_identical_metrics(
     run = _client().get_run(resumed["run_id"])
     assert run.info.status == "FINISHED"
     steps = [m.step for m in _client().get_metric_history(resumed["run_id"], "val/loss")]
-    assert sorted(steps) == [0, 1, 2, 3], "no duplicated or missing epochs"
+    assert sorted(steps) == [1, 2, 3, 4], "no duplicated or missing epochs"
     assert not resume.pointer(ROOT, config_hash(to_plain(cfg))).exists()
 
     fresh = train_and_test(compose(*FAST, "trainer.max_epochs=4", "resume=false"), tmp_path / "fresh", ROOT)

@@ -39,12 +39,12 @@ def test_pruned_trial_stops_training_and_its_run_ends_finished_with_a_pruned_tag
     trial = study.ask()
     with activate(ActiveTrial(trial, "unit-study", prune=True, measure_complexity=False)) as active:
         result = train_job(compose(*FAST, "trainer.max_epochs=4"), tmp_path, ROOT)
-    assert active.reporter.pruned_epoch == 0 and active.reporter.epochs == 1
+    assert active.reporter.pruned_epoch == 1 and active.reporter.epochs == 1
     assert list(study.trials[0].intermediate_values) == [1], "steps count epochs trained"
     run = MlflowClient(tracking_uri()).get_run(result["run_id"])
     assert run.info.status == "FINISHED"
     tags = run.data.tags
-    assert (tags["pruned"], tags["pruned_epoch"], tags["stopped_epoch"]) == ("true", "0", "0")
+    assert (tags["pruned"], tags["pruned_epoch"], tags["stopped_epoch"]) == ("true", "1", "1")
     assert (tags["optuna_study"], tags["optuna_trial"]) == ("unit-study", "0")
     assert trial.user_attrs["mlflow_run_id"] == result["run_id"]
     assert _judge(result, None, active, ["best_value"])[0] == TrialState.PRUNED
@@ -91,7 +91,7 @@ def test_the_presets_pruner_judges_a_trial_after_its_first_epoch() -> None:
     _validate(first, [0.9, 0.9], "max")  # the first trial is always promoted: nothing to compare with
     second = TrialReporter(study.ask(), prune=True, measure_complexity=False)
     trainer = _validate(second, [0.5, 0.95, 0.99], "max")
-    assert trainer.should_stop and (second.epochs, second.pruned_epoch) == (1, 0)
+    assert trainer.should_stop and (second.epochs, second.pruned_epoch) == (1, 1)
     assert first.pruned_epoch is None
 
 

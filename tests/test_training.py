@@ -86,9 +86,9 @@ def test_bad_values_fail_before_any_run(compose, tmp_path, override: str, key: s
 def test_curves_have_one_row_per_epoch_and_best_epoch_is_tagged(compose, tmp_path) -> None:
     result = train_and_test(compose(*FAST, "trainer.max_epochs=3"), tmp_path, ROOT)
     rows = (tmp_path / "curves.csv").read_text().splitlines()
-    assert rows[0].split(",")[0] == "epoch" and [r.split(",")[0] for r in rows[1:]] == ["0", "1", "2"]
+    assert rows[0].split(",")[0] == "epoch" and [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3"]
     run = MlflowClient(tracking_uri()).get_run(result["run_id"])
-    assert run.data.tags["stopped_epoch"] == "2"
-    assert run.data.tags["best_epoch"] in {"0", "1", "2"}
+    assert run.data.tags["stopped_epoch"] == "3", "epochs trained, counted from 1"
+    assert run.data.tags["best_epoch"] in {"1", "2", "3"}
     assert (tmp_path / "learning_curves.png").stat().st_size > 1000
     assert (tmp_path / "confusion_matrix.png").stat().st_size > 1000

@@ -38,10 +38,10 @@ def test_train_records_a_complete_mlflow_run(project: Path) -> None:
     for key in ("git_commit", "git_dirty", "data_md5", "seed", "best_epoch", "stopped_epoch", "version.torch", "split_hash"):
         assert key in tags, key
     assert tags["git_commit"] != "none" and len(tags["git_commit"]) == 40
-    assert tags["stopped_epoch"] == "1"
+    assert tags["stopped_epoch"] == "2"
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     history = client.get_metric_history(run.info.run_id, "val/loss")
-    assert [m.step for m in history] == [0, 1], "curves must be logged per epoch with the epoch as step"
+    assert [m.step for m in history] == [1, 2], "curves must be logged per epoch with the epoch (from 1) as step"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.yaml", "plots", "checkpoints", "curves", "predictions"} <= artifacts
     plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}

@@ -34,7 +34,7 @@ def test_eight_processes_share_a_fresh_store_without_loss(project: Path) -> None
     for run in runs:
         assert run.info.status == "FINISHED"
         for key in ("train/loss", "val/loss", "val/acc"):
-            assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == list(range(EPOCHS)), key
+            assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == list(range(1, EPOCHS + 1)), key
         assert "test/acc" in run.data.metrics
         assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"config.yaml", "plots", "checkpoints", "curves"}
         assert run.data.tags["seed"] == run.info.run_name.removeprefix("worker")

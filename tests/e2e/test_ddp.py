@@ -110,7 +110,7 @@ def test_two_ranks_make_one_run_with_per_epoch_curves_and_the_single_process_tes
     assert (tags["distributed.world_size"], tags["distributed.strategy"], tags["distributed.devices"]) == \
         ("2", "DDPStrategy", "2")
     for key in ("val/loss", "train/loss"):
-        assert _steps(project, run.info.run_id, key) == [0, 1], f"{key}: one point per epoch, not one per rank"
+        assert _steps(project, run.info.run_id, key) == [1, 2], f"{key}: one point per epoch, not one per rank"
 
     ranks = _ranks(probe)
     assert [r["world_size"] for r in ranks] == [2, 2] and ranks[0]["pid"] != ranks[1]["pid"]
@@ -167,7 +167,7 @@ def test_sigkill_of_the_job_then_the_same_command_resumes_into_the_same_run(proj
     assert "resuming" in resumed.stdout
     run = _new_run(project, before)
     assert run.info.run_id == killed.info.run_id and run.info.status == "FINISHED"
-    assert _steps(project, run.info.run_id, "val/loss") == [0, 1, 2], "every epoch once"
+    assert _steps(project, run.info.run_id, "val/loss") == [1, 2, 3], "every epoch once"
 
 
 def test_a_nan_on_one_rank_stops_both_and_the_run_fails(project: Path, tmp_path: Path) -> None:

@@ -44,7 +44,7 @@ def test_protonet_experiment_through_the_cli(project: Path, tmp_path: Path) -> N
     (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
     report = _check_run(client, run.info.run_id, "fewshot_protonet_glyphs_5way_2shot", tmp_path)
     assert report["method"] == "PrototypicalNetwork" and all(e["shot"] == 2 for e in report["per_episode"])
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "val/acc")] == [0]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val/acc")] == [1]
 
 
 def test_impossible_episode_exits_2_with_one_line_and_no_run(project: Path) -> None:

@@ -66,7 +66,7 @@ def test_sigkill_then_same_command_resumes_into_the_same_run_with_identical_resu
     (run,) = _all_runs(project)
     assert run.info.run_id == killed.info.run_id and run.info.status == "FINISHED"
     steps = [m.step for m in _client(project).get_metric_history(run.info.run_id, "val/loss")]
-    assert sorted(steps) == list(range(EPOCHS)), f"duplicated or missing epochs: {sorted(steps)}"
+    assert sorted(steps) == list(range(1, EPOCHS + 1)), f"duplicated or missing epochs: {sorted(steps)}"
 
     fresh = run_cli(project, "labline", *COMMAND, "resume=false", "run_name=uninterrupted")
     assert fresh.returncode == 0, fresh.stderr[-3000:]
@@ -118,7 +118,7 @@ def test_sigkill_at_any_point_then_the_same_command_gives_the_uninterrupted_metr
     assert all(r.info.status != "RUNNING" for r in runs.values()), "no run is left RUNNING"
     (finished,) = [r for r in runs.values() if r.info.status == "FINISHED"]
     steps = sorted(m.step for m in _client(project).get_metric_history(finished.info.run_id, "val/loss"))
-    assert steps == [0, 1, 2, 3], f"duplicated or missing epochs: {steps}"
+    assert steps == [1, 2, 3, 4], f"duplicated or missing epochs: {steps}"
     if point in ("run_created", "before_first_checkpoint"):  # nothing to resume from: a new run, the dead one KILLED
         assert runs[dead.info.run_id].info.status == "KILLED" and finished.info.run_id != dead.info.run_id
     else:

@@ -42,7 +42,7 @@ def test_the_readme_task_trains_tests_and_records_like_a_built_in_one(project) -
     assert run.info.status == "FINISHED"
     assert run.data.params["task._target_"] == "mytasks.cosine.CosineClassifier"
     assert run.data.metrics["test/acc"] > 0.5, "three epochs of an MLP on digits learn something"
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "val/acc")] == [0, 1, 2]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val/acc")] == [1, 2, 3]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "predictions")}
     assert artifacts == {"predictions/test.npz", "predictions/val.npz"}, "per-sample predictions, as for any classifier"
     assert int(run.data.tags["model.params"]) > 0 and run.data.tags["split_hash"]

@@ -59,7 +59,7 @@ class EpochCurves(pl.Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("train/", "val/"))}
         metrics["lr"] = float(trainer.optimizers[0].param_groups[0]["lr"])
-        epoch = trainer.current_epoch
+        epoch = trainer.current_epoch + 1  # epochs trained: Optuna's step, best_epoch and the curves all count from 1
         self._track_best(metrics.get(self.monitor), epoch)
         self.rows.append({"epoch": epoch, **metrics})
         if time.monotonic() - self.last_flush >= self.flush_seconds:

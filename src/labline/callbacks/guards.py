@@ -33,7 +33,7 @@ class NonFiniteGuard(pl.Callback):
 
     def _handle(self, trainer: pl.Trainer, reason: str) -> bool:
         if self.action == "stop":
-            raise NonFiniteError(f"{reason} at global step {trainer.global_step} (epoch {trainer.current_epoch})")
+            raise NonFiniteError(f"{reason} at global step {trainer.global_step} (epoch {trainer.current_epoch + 1})")
         self.skipped += 1
         return True
 

@@ -86,7 +86,7 @@ def fit(run: PreparedRun, handle: RunHandle, resume_from: Path | None = None) ->
         run.trainer.save_checkpoint(best)
     curve_png = plots.learning_curves(run.curves.rows, run.out_dir / "learning_curves.png", run.curves.best_epoch)
     guard = next((c for c in run.trainer.callbacks if isinstance(c, NonFiniteGuard)), None)
-    handle.set_tags({"best_epoch": run.curves.best_epoch, "stopped_epoch": run.trainer.current_epoch - 1,
+    handle.set_tags({"best_epoch": run.curves.best_epoch, "stopped_epoch": run.trainer.current_epoch,
                      **({"skipped_batches": guard.skipped} if guard is not None else {})})
     best_row = next((row for row in run.curves.rows if row["epoch"] == run.curves.best_epoch), {})
     # The run overview shows each curve's last value; the tested checkpoint is the best epoch's, so its

@@ -139,7 +139,7 @@ def cross_validate(cfg: DictConfig, out_dir: Path, root: Path, test_refit: bool 
         refitted: dict[str, Any] = {}
         if refit:
             best = summary.get("best_epoch_mean")  # None for a task without epochs (a runner task)
-            epochs = cfg.trainer.max_epochs if best is None else max(1, round(best + 1))
+            epochs = cfg.trainer.max_epochs if best is None else max(1, round(best))  # best epochs count from 1
             result = run_task(refit_config(cfg, epochs), out_dir / REFIT, root, do_test=test_refit,
                               context=RunContext(child_tags(parent, **extra, fold="all", refit="true")))
             final = {k: v for k, v in result.items() if k.startswith("test/")}

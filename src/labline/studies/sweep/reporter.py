@@ -36,7 +36,7 @@ class TrialReporter(pl.Callback):
         self.measure_complexity = measure_complexity
         self.epochs = 0
         self.best: float | None = None
-        self.pruned_epoch: int | None = None  # 0-based, like Lightning's current_epoch and the run's stopped_epoch
+        self.pruned_epoch: int | None = None  # epochs trained when pruned, counted from 1 like every epoch labline reports
         self.measured: dict[str, float] = {}
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -60,8 +60,7 @@ class TrialReporter(pl.Callback):
         value = trainer.callback_metrics.get(pl_module.monitor)
         if value is None:
             return
-        epoch = trainer.current_epoch
-        self.epochs = epoch + 1
+        self.epochs = trainer.current_epoch + 1
         value = float(value)
         if self.best is None or math.isnan(value) or math.isnan(self.best):
             self.best = value  # a NaN epoch is reported as NaN (pruners prune on it), not hidden by a better past
@@ -71,8 +70,8 @@ class TrialReporter(pl.Callback):
             return
         self.trial.report(self.best, step=self.epochs)
         if self.trial.should_prune():
-            self.pruned_epoch = epoch
+            self.pruned_epoch = self.epochs
             trainer.should_stop = True
             run = current_run()
             if run is not None:
-                run.set_tags({"pruned": "true", "pruned_epoch": str(epoch)})
+                run.set_tags({"pruned": "true", "pruned_epoch": str(self.epochs)})
