@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from omegaconf import OmegaConf
 
 from labline.core.config import compose_config, without_sweeps
 from labline.core.errors import ConfigError
-from labline.core.values import check_epochs, check_source_paths, check_values
+from labline.core.values import check_epochs, check_source_paths, check_values, check_writable
 from testroot import CONF
 
 
@@ -42,3 +44,9 @@ def test_batch_limits_must_leave_something_to_train_and_validate(key, limit) -> 
         check_epochs({"max_epochs": 1, key: limit})
     check_epochs({"max_epochs": 1, key: 0.5})
     check_epochs({"max_epochs": 1, key: 3})
+
+
+def test_a_folder_that_takes_no_file_is_refused_naming_the_key(tmp_path) -> None:
+    check_writable(tmp_path / "outputs" / "2026", "hydra.run.dir", "a folder")  # created later, under a writable one
+    with pytest.raises(ConfigError, match=r"hydra.run.dir: /proc/x/outputs cannot be created: /proc is not writable"):
+        check_writable(Path("/proc/x/outputs"), "hydra.run.dir", "a folder")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 from collections.abc import Callable, Sequence
@@ -36,12 +37,20 @@ def _precheck(argv: Sequence[str]) -> None:
     from omegaconf import OmegaConf
 
     from labline.core.config import compose_config, without_sweeps
-    from labline.core.values import check_values
-    from labline.tracking.store import tracking_uri
+    from labline.core.values import check_values, check_writable
+    from labline.tracking.store import URI_ENV, check_uri, tracking_uri
 
     words = [a for a in argv if not a.startswith("-")]
     cfg = compose_config(without_sweeps(words) if flags else words)
-    tracking_uri(OmegaConf.select(cfg, "logger.tracking_uri", default=None))
+    configured = OmegaConf.select(cfg, "logger.tracking_uri", default=None)
+    uri = tracking_uri(configured)  # checks a URI the user gave
+    key = "hydra.sweep.dir" if flags else "hydra.run.dir"
+    given = [w.split("=", 1)[1] for w in words if w.startswith(f"{key}=")]
+    check_writable(Path(given[-1] if given else "multirun" if flags else "outputs"), key,
+                   f"a folder you can write: run from a copy of the project, or {key}=<folder> with MLFLOW_TRACKING_URI "
+                   "set to a store elsewhere")
+    if not (configured or os.environ.get(URI_ENV)):  # the project's own store, in the project folder
+        check_uri(uri, "logger.tracking_uri")
     if not flags:
         check_values(cfg)
 

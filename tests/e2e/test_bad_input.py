@@ -105,6 +105,8 @@ CASES = [
     ("zero-epochs", ["train", "trainer.max_epochs=0"], "trainer.max_epochs"),
     ("forever-epochs", ["train", "trainer.max_epochs=-1"], "trainer.max_epochs"),
     ("no-training-batches", ["train", "+trainer.limit_train_batches=0"], "trainer.limit_train_batches"),
+    # a folder nobody can write (as root too: /proc takes no files), as a read-only project's outputs/ would be
+    ("unwritable-run-folder", ["train", "hydra.run.dir=/proc/labline/outputs"], "hydra.run.dir"),
     ("unknown-added-key", ["train", "+unknown_key=1", *FAST], "unknown_key: adds a top-level key nothing reads"),
     ("labels-n-by-1", ["train", "data=npz", "data.source.path=bad/labels_column.npz", *FAST], "labels have shape (1797, 1)"),
     ("single-class", ["train", "data=npz", "data.source.path=bad/one_class.npz", *FAST], "two classes or more"),

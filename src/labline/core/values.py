@@ -47,6 +47,25 @@ def check_epochs(trainer: Any) -> None:
                               "0.5 (half the batches), 10 (ten batches), 1.0 (all)")
 
 
+def writable(folder: Path) -> bool:
+    """A real write, not ``os.access`` (which says yes to root everywhere, /proc and read-only mounts included)."""
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
+
+
+def check_writable(path: Path, key: str, valid: str) -> None:
+    """``path`` can be created or written: its nearest existing folder takes a file. A read-only project (a
+    shared checkout, a read-only mount) otherwise fails with a traceback when Hydra makes the run folder."""
+    folder = next((p for p in (path, *path.parents) if p.exists()), Path("/"))
+    if not folder.is_dir() or not writable(folder):
+        raise ConfigError(key, f"{path} cannot be created: {folder.resolve()} is not writable", valid)
+
+
 def check_source_paths(source: Any) -> None:
     """The file (``path``) or folder (``root``) of a ``data.source`` exists: the commonest mistake with one's own
     data, reported in a second rather than after the imports a data source needs."""

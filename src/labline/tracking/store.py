@@ -25,6 +25,7 @@ from typing import Any
 from labline.core.errors import ConfigError
 from labline.core.locks import file_lock
 from labline.core.paths import project_root
+from labline.core.values import writable
 
 MLFLOW_BATCH = 100
 PARENT_TAG = "mlflow.parentRunId"
@@ -68,20 +69,9 @@ def check_uri(uri: str, key: str) -> str:
             raise ConfigError(key, f"{uri!r} names no file", valid)
         path = Path(uri.removeprefix("sqlite:///"))
         folder = next((p for p in (path.parent, *path.parent.parents) if p.exists()), Path("/"))
-        if path.is_dir() or (path.exists() and not os.access(path, os.W_OK)) or not _writable(folder):
+        if path.is_dir() or (path.exists() and not os.access(path, os.W_OK)) or not writable(folder):
             raise ConfigError(key, f"{uri!r}: {path} cannot be written", "a writable file path")
     return uri
-
-
-def _writable(folder: Path) -> bool:
-    """A real write, not ``os.access`` (which says yes to root everywhere, /proc included)."""
-    import tempfile
-
-    try:
-        with tempfile.TemporaryFile(dir=folder):
-            return True
-    except OSError:
-        return False
 
 
 def is_local(uri: str) -> bool:
