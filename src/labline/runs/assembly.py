@@ -35,6 +35,7 @@ from labline.data.pipeline import ProcessedData
 from labline.data.semi import load_training_data
 from labline.models.task import Task, TaskContext, build_task
 from labline.runs.checkpoints import resolve_checkpoint
+from labline.runs.launched import check_world, trainer_plugins
 from labline.runs.runtime import setup_runtime
 from labline.tracking.store import Destination
 
@@ -166,10 +167,11 @@ def _check_distributed(cfg: DictConfig) -> None:
     if OmegaConf.select(cfg, "trainer.sync_batchnorm", default=False) and on_cpu:
         raise ConfigError("trainer.sync_batchnorm", "torch's SyncBatchNorm needs GPUs: DistributedDataParallel refuses it "
                           "on CPU modules", "false on the CPU; true with trainer=gpu trainer.devices=N")
+    check_world(cfg)
 
 
 def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback], out_dir: Path, **overrides: Any) -> pl.Trainer:
     """The configured Trainer with labline's callbacks (``overrides``: Trainer arguments that win over the config)."""
     bar = any(isinstance(c, pl.callbacks.ProgressBar) for c in callbacks)
     return instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=False, default_root_dir=str(out_dir),
-                       enable_model_summary=False, enable_progress_bar=bar, **overrides)
+                       enable_model_summary=False, enable_progress_bar=bar, **{**trainer_plugins(cfg), **overrides})

@@ -105,6 +105,8 @@ class Task:
     def __call__(self, *args: Any) -> Any:
         import importlib
 
+        from labline.runs.launched import run_as_rank
+
         os.environ.update(self.environment)
         os.chdir(self.cwd)
         requeue = signal.getsignal(PREEMPT_SIGNAL)  # submitit's: checkpoint(), scontrol requeue, exit
@@ -118,7 +120,8 @@ class Task:
         signal.signal(PREEMPT_SIGNAL, on_preempt)
         module, name = self.entry.split(":")
         try:
-            return getattr(importlib.import_module(module), name)(*args)
+            # a task of several (tasks_per_node > 1): rank zero does the work, the others train its trainings' ranks
+            return run_as_rank(lambda: getattr(importlib.import_module(module), name)(*args))
         except BaseException:
             if not preempted or not callable(requeue):
                 raise
