@@ -87,8 +87,8 @@ def _gone(pid: int, timeout: float = 30) -> bool:
     return False
 
 
-def _single_process_test(project: Path, run, out_dir: Path, tmp: Path) -> dict[str, float]:  # noqa: ANN001
-    """The run's checkpoint tested by one process, from the run's own resolved config."""
+def single_process_test(project: Path, run, out_dir: Path, tmp: Path) -> dict[str, float]:  # noqa: ANN001
+    """The run's checkpoint tested by one process, from the run's own resolved config (also tests/cluster/test_srun)."""
     config = OmegaConf.load(_client(project).download_artifacts(run.info.run_id, "config.yaml", str(tmp)))
     config.trainer.update(devices=1, strategy="auto", sync_batchnorm=False, enable_progress_bar=False)
     config.callbacks = {}
@@ -121,7 +121,7 @@ def test_two_ranks_make_one_run_with_per_epoch_curves_and_the_single_process_tes
 
     out_dir = next(p.parent for p in project.glob("outputs/*/*/run.json") if run.info.run_id in p.read_text())
     recorded = json.loads((out_dir / "metrics.json").read_text())
-    single = _single_process_test(project, run, out_dir, tmp_path)
+    single = single_process_test(project, run, out_dir, tmp_path)
     assert recorded.keys() == single.keys() and recorded
     for key, value in recorded.items():
         assert value == pytest.approx(single[key], abs=1e-6), key

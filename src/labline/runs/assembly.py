@@ -14,7 +14,10 @@ stopping, EMA) and a study adds its own (a sweep's pruner) through the run's con
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
+import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +47,7 @@ DEFAULT_DATAMODULE = "labline.data.datamodule.ArrayDataModule"
 # What each required built-in must be, and why it cannot go.
 REQUIRED = {"curves": (EpochCurves, "labline reads the best epoch and the sweep objective from it"),
             "best_checkpoint": (BestCheckpoint, "it is the model labline tests and keeps")}
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 RESUMABLE = ("last_checkpoint", (ResumableCheckpoint, "resume: true restarts from it (or set resume=false)"))
 
 
@@ -144,7 +148,7 @@ def prepare_run(cfg: DictConfig, out_dir: Path, root: Path, extra_callbacks: Seq
     config = to_plain(cfg)
     data = load_training_data(cfg, root)
     datamodule = build_datamodule(cfg, data)
-    task = build_task(task_context(cfg, datamodule))
+    task = compile_task(cfg, build_task(task_context(cfg, datamodule)))
     _check_positive(cfg, "checkpoint_every_n_epochs", 1)
     builtins = builtin_callbacks(cfg, out_dir, task)
     curves = next(c for c in builtins if isinstance(c, EpochCurves))
@@ -156,15 +160,43 @@ def prepare_run(cfg: DictConfig, out_dir: Path, root: Path, extra_callbacks: Seq
     return PreparedRun(cfg, config, data, datamodule, task, trainer, curves, destination, out_dir, root, callbacks)
 
 
+def on_cpu(cfg: DictConfig) -> bool:
+    """Whether the trainer runs on the CPU (``accelerator: cpu``, or ``auto`` without a GPU)."""
+    accelerator = OmegaConf.select(cfg, "trainer.accelerator", default="auto")
+    return accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+
+
+def compile_task(cfg: DictConfig, task: Task) -> Task:
+    """``compile``: the task's steps through ``torch.compile`` (``true`` or a mode), the same module kept (Lightning's
+    ``from_compiled``), so state dicts and checkpoints are those of the plain model and either loads the other.
+    Compilation itself happens at the first step; what it needs on this machine (a C++ compiler for CPU code,
+    triton for GPU code) is checked here, before any run."""
+    value = cfg.get("compile", False)
+    if value is False or value is None:
+        return task
+    mode = "default" if value is True else value
+    if mode not in COMPILE_MODES:
+        raise ConfigError("compile", f"{value!r} is not a torch.compile mode", ["false", "true", *COMPILE_MODES])
+    if on_cpu(cfg):
+        compiler = os.environ.get("CXX", "g++")
+        if shutil.which(compiler) is None:
+            raise ConfigError("compile", f"torch.compile builds C++ for CPU code and finds no compiler ({compiler}; "
+                              "$CXX names another)", "install g++ (apt-get install g++), or compile=false")
+    elif importlib.util.find_spec("triton") is None:
+        raise ConfigError("compile", "torch.compile needs triton for GPU code, which is not installed",
+                          "the CUDA build of torch (it brings triton), or compile=false")
+    from lightning.pytorch.utilities.compile import from_compiled
+
+    return from_compiled(torch.compile(task, mode=mode))
+
+
 def _check_distributed(cfg: DictConfig) -> None:
     """What Lightning or torch would refuse only once the ranks have started (after the MLflow run exists)."""
     strategy = OmegaConf.select(cfg, "trainer.strategy")
     if isinstance(strategy, str) and "spawn" in strategy:
         raise ConfigError("trainer.strategy", f"'{strategy}' is not supported: spawned ranks get a pickled copy of the "
                           "run and hand back only the weights, not the curves", "ddp (or auto)")
-    accelerator = OmegaConf.select(cfg, "trainer.accelerator", default="auto")
-    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
-    if OmegaConf.select(cfg, "trainer.sync_batchnorm", default=False) and on_cpu:
+    if OmegaConf.select(cfg, "trainer.sync_batchnorm", default=False) and on_cpu(cfg):
         raise ConfigError("trainer.sync_batchnorm", "torch's SyncBatchNorm needs GPUs: DistributedDataParallel refuses it "
                           "on CPU modules", "false on the CPU; true with trainer=gpu trainer.devices=N")
     check_world(cfg)

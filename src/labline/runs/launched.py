@@ -62,7 +62,7 @@ class Place:
     address: str
     port: int
     launcher: str
-    # torchrun: its agent already serves a store at address:port, every rank is a client of it
+    # srun or torchrun; torchrun's agent already serves a store at address:port, every rank is a client of it
     agent_store: bool
 
 
@@ -92,7 +92,8 @@ def place() -> Place | None:
     if type(env).__name__ == "SLURMEnvironment" and not os.environ.get("SLURM_STEP_ID"):
         raise ConfigError("SLURM_NTASKS", f"{env.world_size()} tasks, but this is the batch script, not a task srun "
                           "started: the other ranks would never come", "srun labline train ... inside the job script")
-    return Place(env.global_rank(), env.world_size(), env.main_address, env.main_port, type(env).__name__,
+    launcher = "torchrun" if type(env).__name__ == "TorchElasticEnvironment" else "srun"
+    return Place(env.global_rank(), env.world_size(), env.main_address, env.main_port, launcher,
                  os.environ.get(AGENT_STORE_ENV, "").lower() in ("1", "true"))
 
 

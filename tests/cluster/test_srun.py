@@ -1,0 +1,112 @@
+"""Distributed training whose ranks SLURM starts (`srun`), on the real single-node SLURM (2 CPUs: 2 tasks of 1 CPU).
+
+Every task runs the same `labline train trainer=ddp trainer.devices=2` command; global rank zero alone is the run
+(one MLflow run, one output folder), the other task follows its training. Then a sweep whose trials are 2-task jobs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from project_copy import BIN
+from services import lab_env, load_study, ok, run
+from test_ddp import single_process_test
+
+pytestmark = pytest.mark.e2e
+E2E = Path(__file__).resolve().parents[1] / "e2e"
+TINY = ["callbacks=none", "threads=1", "+trainer.limit_train_batches=4", "trainer.enable_progress_bar=false"]
+
+
+def _env(project: Path, lab, **extra: str) -> dict[str, str]:
+    """The user's environment with this repository's e2e folder (rankprobe) on PYTHONPATH, for every task."""
+    env = lab_env(project, SLURM_CONF=str(lab.slurm_conf), **extra)
+    env.pop("LABLINE_MAX_THREADS", None)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(E2E), env.get("PYTHONPATH", "")]))
+    return env
+
+
+def _runs(client: MlflowClient) -> dict[str, object]:
+    return {r.info.run_id: r for r in client.search_runs([e.experiment_id for e in client.search_experiments()])}
+
+
+def test_a_two_task_job_trains_one_run_under_srun(project: Path, slurm_lab, tmp_path: Path) -> None:
+    """One batch job, two srun steps: a world the trainer does not match is one line (rank zero's) and exit 2;
+    then the training: one run over 2 ranks, one curve point per epoch, test metrics of one process."""
+    probe, labline = tmp_path / "probe", shlex.quote(str(BIN / "labline"))
+    train = [labline, "train", "trainer=ddp", "trainer.devices=2", *TINY, "trainer.max_epochs=2",
+             "+callbacks.probe._target_=rankprobe.RankProbe", f"+callbacks.probe.folder={probe}",
+             "run_name=under-srun", "hydra.run.dir=outputs/srun"]
+    script = tmp_path / "job.sh"
+    script.write_text("#!/bin/bash\n"
+                      f"srun {labline} train trainer=ddp trainer.devices=3 {' '.join(TINY)} 2> {tmp_path}/bad.err;"
+                      f" echo $? > {tmp_path}/bad.rc\n"
+                      f"srun {' '.join(train)} > {tmp_path}/train.out 2>&1\n")
+    mlflow_db = project / "mlflow.db"
+    client = MlflowClient(f"sqlite:///{mlflow_db}")
+    before = set(_runs(client)) if mlflow_db.exists() else set()
+    result = subprocess.run(["sbatch", "--wait", "--ntasks=2", "--ntasks-per-node=2", "-c", "1", "-t", "15", "-o",
+                             str(tmp_path / "job.out"), str(script)], cwd=project, env=_env(project, slurm_lab),
+                            capture_output=True, text=True, timeout=900)
+    log = (tmp_path / "train.out").read_text() if (tmp_path / "train.out").exists() else ""
+    assert result.returncode == 0, result.stdout + result.stderr + (tmp_path / "job.out").read_text() + log[-4000:]
+
+    # srun adds its own line ("srun: error: localhost: task 0: Exited with exit code 2"); labline's is one line, once
+    bad = [line for line in (tmp_path / "bad.err").read_text().splitlines() if line.strip()]
+    assert (tmp_path / "bad.rc").read_text().strip() == "2", bad
+    mine = [line for line in bad if not line.startswith("srun: ")]
+    assert len(mine) == 1 and mine[0].startswith("labline: error: trainer.devices") and "srun started 2" in mine[0], bad
+
+    new = [r for k, r in _runs(client).items() if k not in before]
+    assert len(new) == 1, f"{len(new)} MLflow runs for one training over 2 tasks"
+    (trained,) = new
+    assert trained.info.status == "FINISHED" and trained.data.tags["slurm_job_id"].isdigit()
+    tags = trained.data.tags
+    assert (tags["distributed.world_size"], tags["distributed.strategy"], tags["distributed.devices"]) == \
+        ("2", "DDPStrategy", "2")
+    for key in ("val/loss", "train/loss"):
+        assert sorted(m.step for m in client.get_metric_history(trained.info.run_id, key)) == [0, 1], key
+
+    ranks = [json.loads((probe / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world_size"] for r in ranks] == [2, 2] and [r["threads"] for r in ranks] == [1, 1]
+    assert [r["train_batches"] for r in ranks] == [4, 4]
+    assert ranks[0]["first_batch_sum"] != ranks[1]["first_batch_sum"], "both ranks trained on the same shard"
+
+    out_dir = project / "outputs" / "srun"
+    assert json.loads((out_dir / "run.json").read_text())["run_id"] == trained.info.run_id
+    assert [p.name for p in (project / "outputs").iterdir()] == ["srun"], "one run folder, rank zero's; none for the error"
+    recorded = json.loads((out_dir / "metrics.json").read_text())
+    single = single_process_test(project, trained, out_dir, tmp_path)
+    assert recorded.keys() == single.keys() and recorded
+    for key, value in recorded.items():
+        assert value == pytest.approx(single[key], abs=1e-6), key
+    assert "is available on your system" not in log and "Traceback" not in log, log[-3000:]  # Lightning's srun hint
+
+
+def test_a_sweep_whose_trials_are_two_task_jobs(project: Path, postgres_lab, slurm_lab) -> None:
+    """`hydra.sweeper.slurm.tasks_per_node=2` with `trainer=ddp`: the array task's rank zero is the sweep worker, the
+    other task trains each trial's second rank; every trial one run over 2 ranks."""
+    storage = postgres_lab.database_url("optuna")
+    done = ok(run(project, _env(project, slurm_lab), "labline", "train", "-m", "hparams_search=digits_cnn",
+                  "hydra.sweeper.backend=slurm", "hydra.sweeper.slurm.cpus_per_task=1",
+                  "hydra.sweeper.slurm.tasks_per_node=2", "hydra.sweeper.slurm.time_min=20",
+                  "hydra.sweeper.pruner.name=none", "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=1",
+                  f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=ddp2", "logger.experiment_name=ddp2",
+                  "trainer=ddp", "trainer.devices=2", *TINY, "trainer.max_epochs=2", timeout=900))
+    assert "submitted SLURM array" in done.stdout
+    trials = load_study("ddp2", storage).get_trials(deepcopy=False)
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("ddp2")
+    runs = client.search_runs([experiment.experiment_id], "", max_results=100)
+    children = [r for r in runs if r.data.tags.get("labline.kind") != "optuna-study"]
+    assert len(children) == 2 and len(runs) == 3, [r.data.tags.get("labline.kind") for r in runs]
+    for child in children:
+        assert child.info.status == "FINISHED" and child.data.tags["distributed.world_size"] == "2"
+        assert sorted(m.step for m in client.get_metric_history(child.info.run_id, "val/loss")) == [0, 1]
+    assert len({r.data.tags["slurm_job_id"] for r in children}) == 1, "both trials in the one 2-task job"
