@@ -41,6 +41,8 @@ class DataModule(pl.LightningDataModule):
 
     data: ProcessedData
     sets: dict[str, Dataset]
+    # Page-locked batches, so the copy to a GPU can overlap compute (``data.pin_memory``; set by the run).
+    pin_memory: bool = False
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -124,7 +126,7 @@ class ArrayDataModule(DataModule):
         # iterator starts; on resume that happens at another moment and would shift every dropout mask.
         return DataLoader(self.sets[part], batch_size=self.batch_size, sampler=sampler,
                           generator=torch.Generator().manual_seed(self.seed),
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0, pin_memory=self.pin_memory)
 
     def set_epoch(self, epoch: int) -> None:
         """Lightning's own ``sampler.set_epoch`` counts *processed* epochs, which lags by one after a resume from an

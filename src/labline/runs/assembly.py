@@ -99,7 +99,19 @@ def build_datamodule(cfg: DictConfig, data: ProcessedData) -> DataModule:
     if not isinstance(datamodule, DataModule):
         raise ConfigError("task.datamodule._target_", f"{type(datamodule).__name__} does not derive from "
                           "labline.data.datamodule.DataModule", "a DataModule subclass")
+    datamodule.pin_memory = pin_memory(cfg)
     return datamodule
+
+
+def pin_memory(cfg: DictConfig) -> bool:
+    """``data.pin_memory``: page-locked batches (``auto``: when training on a GPU, where the copy then overlaps
+    compute; on the CPU pinning only costs)."""
+    value = OmegaConf.select(cfg, "data.pin_memory", default="auto")
+    if value == "auto":
+        return not on_cpu(cfg)
+    if not isinstance(value, bool):
+        raise ConfigError("data.pin_memory", f"must be auto, true or false, got {value!r}", ["auto", "true", "false"])
+    return value
 
 
 def task_context(cfg: DictConfig, datamodule: DataModule) -> TaskContext:
