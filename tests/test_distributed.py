@@ -170,3 +170,15 @@ def test_compile_modes_and_a_missing_compiler_are_refused_before_any_run(compose
     with pytest.raises(ConfigError) as err:
         prepare_run(compose("compile=true", "threads=1"), tmp_path, ROOT)
     assert err.value.key == "compile" and "no-such-compiler" in err.value.problem
+
+
+@pytest.mark.e2e
+def test_a_compiled_task_trains_on_the_cpu_and_keeps_plain_weights(compose, tmp_path) -> None:
+    """`compile=true` on the CPU (inductor builds C++ with g++: about 40 s of compiling on 2 shared cores)."""
+    cfg = compose("compile=true", "backbone=mlp", "callbacks=none", "threads=1", "trainer.max_epochs=1",
+                  "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1", "trainer.enable_progress_bar=false")
+    run = prepare_run(cfg, tmp_path, ROOT)
+    assert run.task._compiler_ctx is not None, "the task's steps go through torch.compile"
+    run.trainer.fit(run.task, datamodule=run.datamodule)
+    assert run.trainer.global_step == 2 and torch.isfinite(run.trainer.callback_metrics["train/loss"])
+    assert not any("_orig_mod" in key for key in run.task.state_dict()), "checkpoints hold the plain model's keys"
