@@ -88,6 +88,24 @@ def test_a_two_task_job_trains_one_run_under_srun(project: Path, slurm_lab, tmp_
     assert "is available on your system" not in log and "Traceback" not in log, log[-3000:]  # Lightning's srun hint
 
 
+def test_in_a_one_task_job_lightning_starts_the_ranks_itself(project: Path, slurm_lab, tmp_path: Path) -> None:
+    """`sbatch -n 1 -c 2 labline train trainer=ddp trainer.devices=2`: SLURM's world of one would have Lightning train
+    alone; labline hands it its plain environment, so its own launcher starts the second rank in the allocation."""
+    probe, labline = tmp_path / "probe", shlex.quote(str(BIN / "labline"))
+    command = [labline, "train", "trainer=ddp", "trainer.devices=2", *TINY, "trainer.max_epochs=1", "test_after_fit=false",
+               "+callbacks.probe._target_=rankprobe.RankProbe", f"+callbacks.probe.folder={probe}",
+               "hydra.run.dir=outputs/one-task"]
+    result = subprocess.run(["sbatch", "--wait", "-n", "1", "-c", "2", "-t", "10", "-o", str(tmp_path / "job.out"),
+                             "--wrap", " ".join(command)], cwd=project, env=_env(project, slurm_lab), capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr + (tmp_path / "job.out").read_text()[-3000:]
+    trained = json.loads((project / "outputs" / "one-task" / "run.json").read_text())["run_id"]
+    tags = MlflowClient(f"sqlite:///{project / 'mlflow.db'}").get_run(trained).data.tags
+    assert tags["distributed.world_size"] == "2" and tags["slurm_job_id"].isdigit()
+    ranks = [json.loads((probe / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world_size"] for r in ranks] == [2, 2] and [r["threads"] for r in ranks] == [1, 1]
+
+
 def test_a_sweep_whose_trials_are_two_task_jobs(project: Path, postgres_lab, slurm_lab) -> None:
     """`hydra.sweeper.slurm.tasks_per_node=2` with `trainer=ddp`: the array task's rank zero is the sweep worker, the
     other task trains each trial's second rank; every trial one run over 2 ranks."""
@@ -110,3 +128,19 @@ def test_a_sweep_whose_trials_are_two_task_jobs(project: Path, postgres_lab, slu
         assert child.info.status == "FINISHED" and child.data.tags["distributed.world_size"] == "2"
         assert sorted(m.step for m in client.get_metric_history(child.info.run_id, "val/loss")) == [0, 1]
     assert len({r.data.tags["slurm_job_id"] for r in children}) == 1, "both trials in the one 2-task job"
+
+
+def test_an_ablation_whose_runs_are_two_task_jobs(project: Path, slurm_lab) -> None:
+    """`backend=slurm slurm.tasks_per_node=2` with `trainer=ddp`: each variant's run is one 2-task array task, tracked
+    as one run over 2 ranks under the study's parent."""
+    done = ok(run(project, _env(project, slurm_lab), "labline", "ablate", "ablation=tiny", "seeds=1", "components=[dropout]",
+                  "trainer=ddp", "trainer.devices=2", "logger.experiment_name=ddp-ablation", "backend=slurm",
+                  "slurm.cpus_per_task=1", "slurm.tasks_per_node=2", "slurm.time_min=10", timeout=900))
+    assert "2/2 runs finished on SLURM" in done.stdout, done.stdout[-2000:]
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("ddp-ablation")
+    runs = client.search_runs([experiment.experiment_id], "", max_results=100)
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
+    assert len(children) == 2 and len(runs) == 3
+    assert {r.data.tags["distributed.world_size"] for r in children} == {"2"}
+    assert all(r.info.status == "FINISHED" and "test/acc" in r.data.metrics for r in children)

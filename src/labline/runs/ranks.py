@@ -7,7 +7,8 @@ keeps rank zero in the user's process, where the MLflow run, the curves, the res
 live, and points Lightning's launcher at ``labline/ranks.py``. What a rank must train exactly as rank zero does
 travels in ``LABLINE_RANK_PLAN``: the resolved config, the output folder, the project root and the checkpoint
 to resume from. So a rank needs no Hydra, no command line and no MLflow: it trains and exits, whatever started
-rank zero (``labline train``, a DVC stage, a sweep or an ablation).
+rank zero (``labline train``, a DVC stage, a sweep or an ablation). When a launcher (srun, torchrun) started every
+rank, the same plan reaches the other ranks through ``labline.runs.launched`` instead of the environment.
 
 Stopping: a stop every rank agrees on (the non-finite guard's, whose decision is reduced over the ranks, or a
 Ctrl-C the terminal sends to all of them) is reported by rank zero alone, which ends the other ranks and records
