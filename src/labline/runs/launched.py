@@ -86,6 +86,9 @@ def _environment() -> Any:
 def place() -> Place | None:
     """This process's rank when a launcher started several ranks, else None (one process, or ranks that Lightning's
     own launcher starts)."""
+    tasks = os.environ.get("WORLD_SIZE" if os.environ.get("TORCHELASTIC_RUN_ID") else "SLURM_NTASKS", "1")
+    if not tasks.isdigit() or int(tasks) <= 1:
+        return None  # one task: no agents, and no Lightning import for commands that never train
     env = _environment()
     if env is None or env.world_size() <= 1:
         return None
@@ -138,7 +141,9 @@ class Channel:
         serve = where.rank == 0 and not where.agent_store
         store = TCPStore(where.address, where.port, None, serve, timedelta(seconds=CONNECT_SECONDS),
                          wait_for_workers=False)
-        self.place, self.store, self.trainings = where, PrefixStore(PREFIX, store), 0
+        # torchrun's agent store outlives a restart of the workers (--max-restarts): each attempt has its own keys
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        self.place, self.store, self.trainings = where, PrefixStore(f"{PREFIX}{attempt}/", store), 0
 
     # -- rank zero -------------------------------------------------------------------------------------------------
 
