@@ -10,13 +10,14 @@ import json
 import os
 import shlex
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 from project_copy import BIN
 from services import lab_env, load_study, ok, run
-from test_ddp import single_process_test
+from test_ddp import _gone, single_process_test
 
 pytestmark = pytest.mark.e2e
 E2E = Path(__file__).resolve().parents[1] / "e2e"
@@ -86,6 +87,34 @@ def test_a_two_task_job_trains_one_run_under_srun(project: Path, slurm_lab, tmp_
     for key, value in recorded.items():
         assert value == pytest.approx(single[key], abs=1e-6), key
     assert "is available on your system" not in log and "Traceback" not in log, log[-3000:]  # Lightning's srun hint
+
+
+def test_scancel_of_the_step_stops_every_task_and_the_run_is_killed(project: Path, slurm_lab, tmp_path: Path) -> None:
+    """SIGTERM to every task of the srun step (what scancel sends): rank zero records the run KILLED, the other task's
+    agent ends its training and exits; the step ends with rank zero's 143."""
+    probe, labline = tmp_path / "probe", shlex.quote(str(BIN / "labline"))
+    command = [labline, "train", "trainer=ddp", "trainer.devices=2", *TINY, "trainer.max_epochs=50",
+               "+callbacks.probe._target_=rankprobe.RankProbe", f"+callbacks.probe.folder={probe}",
+               "run_name=cancelled-by-scancel", "hydra.run.dir=outputs/cancelled"]
+    script = tmp_path / "job.sh"
+    script.write_text(f"#!/bin/bash\nsrun {' '.join(command)} > {tmp_path}/train.out 2>&1\necho $? > {tmp_path}/rc\n")
+    env = _env(project, slurm_lab)
+    job = subprocess.run(["sbatch", "--parsable", "--ntasks=2", "--ntasks-per-node=2", "-c", "1", "-t", "10", "-o",
+                          str(tmp_path / "job.out"), str(script)], cwd=project, env=env, capture_output=True, text=True,
+                         check=True).stdout.strip().split(";")[0]
+    deadline = time.monotonic() + 300
+    while not (probe / "rank1.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert (probe / "rank1.json").exists(), (tmp_path / "train.out").read_text()[-3000:]
+    subprocess.run(["scancel", "--signal=TERM", job], env=env, check=True)  # the job's steps, not its batch script
+    while not (tmp_path / "rc").exists() and time.monotonic() < deadline + 120:
+        time.sleep(0.5)
+    log = (tmp_path / "train.out").read_text()
+    assert (tmp_path / "rc").read_text().strip() == "143", log[-3000:]
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    (killed,) = [r for r in _runs(client).values() if r.data.tags.get("mlflow.runName") == "cancelled-by-scancel"]
+    assert killed.info.status == "KILLED" and "SIGTERM" in killed.data.tags["stop_reason"]
+    assert _gone(json.loads((probe / "rank1.json").read_text())["pid"]), "the other task's training outlived the step"
 
 
 def test_in_a_one_task_job_lightning_starts_the_ranks_itself(project: Path, slurm_lab, tmp_path: Path) -> None:
