@@ -182,3 +182,16 @@ def test_a_compiled_task_trains_on_the_cpu_and_keeps_plain_weights(compose, tmp_
     run.trainer.fit(run.task, datamodule=run.datamodule)
     assert run.trainer.global_step == 2 and torch.isfinite(run.trainer.callback_metrics["train/loss"])
     assert not any("_orig_mod" in key for key in run.task.state_dict()), "checkpoints hold the plain model's keys"
+
+
+def test_ntasks_without_ntasks_per_node_is_said_once_by_task_zero(slurm_task) -> None:
+    from labline.runs.launched import place
+
+    slurm_task.delenv("SLURM_NTASKS_PER_NODE")
+    with pytest.raises(SystemExit) as quiet:
+        place()  # task 1
+    assert quiet.value.code == 2
+    slurm_task.setenv("SLURM_PROCID", "0")
+    with pytest.raises(ConfigError) as err:
+        place()
+    assert err.value.key == "SLURM_NTASKS" and "--ntasks-per-node" in err.value.valid

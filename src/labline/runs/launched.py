@@ -78,6 +78,8 @@ def _environment() -> Any:
             try:
                 return kind()
             except RuntimeError as err:  # SLURM: --ntasks without --ntasks-per-node
+                if os.environ.get("SLURM_PROCID", "0") != "0":
+                    raise SystemExit(2) from None  # said once, by task 0
                 raise ConfigError("SLURM_NTASKS", " ".join(str(err).split()), "sbatch/srun --ntasks-per-node=M "
                                   "(M = trainer.devices) and --nodes=N (N = trainer.num_nodes)") from None
     return None
