@@ -117,6 +117,44 @@ def test_scancel_of_the_step_stops_every_task_and_the_run_is_killed(project: Pat
     assert _gone(json.loads((probe / "rank1.json").read_text())["pid"]), "the other task's training outlived the step"
 
 
+def test_sigkill_of_the_step_then_the_same_srun_command_resumes_into_the_same_run(project: Path, slurm_lab,
+                                                                                  tmp_path: Path) -> None:
+    """Two srun steps of one job run the same command; the first is SIGKILLed (every task) after an epoch: the second
+    resumes it into the same MLflow run from the epoch-end checkpoint, every epoch logged once."""
+    from labline.runs.resume import latest_checkpoint
+
+    labline = shlex.quote(str(BIN / "labline"))
+    command = " ".join([labline, "train", "trainer=ddp", "trainer.devices=2", *TINY, "trainer.max_epochs=3",
+                        "run_name=srun-killed"])
+    script = tmp_path / "job.sh"
+    script.write_text(f"#!/bin/bash\nsrun {command} > {tmp_path}/first.out 2>&1\n"
+                      f"srun {command} > {tmp_path}/second.out 2>&1\necho $? > {tmp_path}/rc\n")
+    env = _env(project, slurm_lab)
+    old = set(project.glob("outputs/*/*/curves.csv"))
+    job = subprocess.run(["sbatch", "--parsable", "--ntasks=2", "--ntasks-per-node=2", "-c", "1", "-t", "10", "-o",
+                          str(tmp_path / "job.out"), str(script)], cwd=project, env=env, capture_output=True, text=True,
+                         check=True).stdout.strip().split(";")[0]
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        curves = [c for c in set(project.glob("outputs/*/*/curves.csv")) - old
+                  if len(c.read_text().strip().splitlines()) >= 2 and latest_checkpoint(c.parent)]
+        if curves:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("no epoch trained in time: " + (tmp_path / "first.out").read_text()[-3000:])
+    subprocess.run(["scancel", "--signal=KILL", job], env=env, check=True)  # the step's tasks, not the batch script
+    while not (tmp_path / "rc").exists() and time.monotonic() < deadline + 300:
+        time.sleep(0.5)
+    second = (tmp_path / "second.out").read_text()
+    assert (tmp_path / "rc").read_text().strip() == "0", second[-3000:]
+    assert "resuming" in second
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    (resumed,) = [r for r in _runs(client).values() if r.data.tags.get("mlflow.runName") == "srun-killed"]
+    assert resumed.info.status == "FINISHED"
+    assert sorted(m.step for m in client.get_metric_history(resumed.info.run_id, "val/loss")) == [0, 1, 2]
+
+
 def test_in_a_one_task_job_lightning_starts_the_ranks_itself(project: Path, slurm_lab, tmp_path: Path) -> None:
     """`sbatch -n 1 -c 2 labline train trainer=ddp trainer.devices=2`: SLURM's world of one would have Lightning train
     alone; labline hands it its plain environment, so its own launcher starts the second rank in the allocation."""
