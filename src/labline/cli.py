@@ -332,18 +332,24 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _dispatch(argv: Sequence[str]) -> None:
+    handlers: dict[str, Callable[[Sequence[str]], None]] = {"train": _train, "ablate": _ablate, "report": _report}
+    if argv and argv[0] in handlers:
+        handlers[argv[0]](argv[1:])
+        return
+    args = _parser().parse_args(argv)
+    args.func(args)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     from labline.reporting.console import quiet_libraries
 
     quiet_libraries(verbose="verbose=true" in argv)  # before any library is imported: MLflow reads its level then
-    handlers: dict[str, Callable[[Sequence[str]], None]] = {"train": _train, "ablate": _ablate, "report": _report}
+    from labline.runs.launched import run_as_rank
+
     try:
-        if argv and argv[0] in handlers:
-            handlers[argv[0]](argv[1:])
-            return
-        args = _parser().parse_args(argv)
-        args.func(args)
+        run_as_rank(lambda: _dispatch(argv))  # under srun/torchrun, the other ranks follow rank zero's trainings
     except ConfigError as err:
         exit_with(err)
     except Interrupted as stop:

@@ -87,8 +87,8 @@ def _gone(pid: int, timeout: float = 30) -> bool:
     return False
 
 
-def _single_process_test(project: Path, run, out_dir: Path, tmp: Path) -> dict[str, float]:  # noqa: ANN001
-    """The run's checkpoint tested by one process, from the run's own resolved config."""
+def single_process_test(project: Path, run, out_dir: Path, tmp: Path) -> dict[str, float]:  # noqa: ANN001
+    """The run's checkpoint tested by one process, from the run's own resolved config (also tests/cluster/test_srun)."""
     config = OmegaConf.load(_client(project).download_artifacts(run.info.run_id, "config.yaml", str(tmp)))
     config.trainer.update(devices=1, strategy="auto", sync_batchnorm=False, enable_progress_bar=False)
     config.callbacks = {}
@@ -121,7 +121,7 @@ def test_two_ranks_make_one_run_with_per_epoch_curves_and_the_single_process_tes
 
     out_dir = next(p.parent for p in project.glob("outputs/*/*/run.json") if run.info.run_id in p.read_text())
     recorded = json.loads((out_dir / "metrics.json").read_text())
-    single = _single_process_test(project, run, out_dir, tmp_path)
+    single = single_process_test(project, run, out_dir, tmp_path)
     assert recorded.keys() == single.keys() and recorded
     for key, value in recorded.items():
         assert value == pytest.approx(single[key], abs=1e-6), key
@@ -213,3 +213,22 @@ def test_few_shot_episodes_are_shared_out_between_the_ranks_and_tested_once(proj
     assert [r["train_batches"] for r in ranks] == [4, 4]
     assert ranks[0]["first_batch_sum"] != ranks[1]["first_batch_sum"]
     assert run.data.metrics["test/episodes"] == 10
+
+
+def test_torchrun_starts_every_rank_and_rank_zero_alone_is_the_run(project: Path, tmp_path: Path) -> None:
+    """`torchrun --nproc-per-node=2 labline train ...`: both processes run the command; rank zero makes the one run and
+    the one output folder, the other rank follows its training (what srun does on SLURM: tests/cluster/test_srun.py)."""
+    before, probe = set(_runs(project)), tmp_path / "probe"
+    folders = set(project.glob("outputs/*/*"))
+    done = subprocess.run([str(BIN / "torchrun"), "--standalone", "--nproc-per-node=2", *_args(probe, "trainer.max_epochs=2")],
+                          cwd=project, env=_env(project), capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = _new_run(project, before)
+    assert run.info.status == "FINISHED" and run.data.tags["distributed.world_size"] == "2"
+    assert _steps(project, run.info.run_id, "val/loss") == [1, 2]
+    ranks = _ranks(probe)
+    assert [r["world_size"] for r in ranks] == [2, 2] and ranks[0]["first_batch_sum"] != ranks[1]["first_batch_sum"]
+    (out_dir,) = set(project.glob("outputs/*/*")) - folders
+    recorded = json.loads((out_dir / "metrics.json").read_text())
+    single = single_process_test(project, run, out_dir, tmp_path)
+    assert recorded and all(value == pytest.approx(single[key], abs=1e-6) for key, value in recorded.items())

@@ -287,7 +287,7 @@ class BagDataModule(DataModule):
         # an iterator starts, which on resume happens at another moment.
         return DataLoader(self.sets[part], batch_size=self.batch_sizes[part], sampler=sampler, collate_fn=collate_bags,
                           generator=torch.Generator().manual_seed(self.seed),
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0, pin_memory=self.pin_memory)
 
     def set_epoch(self, epoch: int) -> None:
         """Called at every training epoch start (EpochSeed): the bag order depends on (seed, epoch) only, also after

@@ -41,6 +41,8 @@ class DataModule(pl.LightningDataModule):
 
     data: ProcessedData
     sets: dict[str, Dataset]
+    # Page-locked batches, so the copy to a GPU can overlap compute (``data.pin_memory``; set by the run).
+    pin_memory: bool = False
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -143,7 +145,7 @@ class ArrayDataModule(DataModule):
         # A loader without a generator draws its workers' base seed from the global RNG each time an
         # iterator starts; on resume that happens at another moment and would shift every dropout mask.
         common = {"generator": torch.Generator().manual_seed(self.seed), "num_workers": self.num_workers,
-                  "persistent_workers": self.num_workers > 0}
+                  "persistent_workers": self.num_workers > 0, "pin_memory": self.pin_memory}
         if isinstance(dataset, TensorDataset) and getattr(self.trainer, "world_size", 1) == 1:
             batches = EpochBatches(sampler or SequentialSampler(dataset), self.batch_size, drop_last=False)
             return DataLoader(RowBatches(dataset), batch_size=None, sampler=batches, **common)

@@ -167,7 +167,7 @@ class EpisodeDataModule(ArrayDataModule):
         kind = EpochEpisodes if part == "train" else EpisodeSampler
         sampler = kind(self.data.y, self.data.parts[part], way, self.shot + query, self.episodes[part], self.seed, part)
         return DataLoader(EpisodeSet(self.x, self.data.y, self.shot), sampler=sampler, batch_size=None,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0, pin_memory=self.pin_memory)
 
     def train_dataloader(self) -> DataLoader:
         return super().train_dataloader() if self.pretrain else self.episode_loader("train")

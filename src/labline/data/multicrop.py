@@ -71,7 +71,8 @@ class MultiCropDataModule(ArrayDataModule):
         return (*self.crops(x), y)
 
     def _probe_loader(self) -> DataLoader:
-        return DataLoader(self.probe_set, batch_size=self.batch_size, num_workers=self.num_workers)
+        return DataLoader(self.probe_set, batch_size=self.batch_size, num_workers=self.num_workers,
+                          pin_memory=self.pin_memory)
 
     def val_dataloader(self) -> list[DataLoader]:
         return [self._probe_loader(), self._loader("val", shuffle=False)]

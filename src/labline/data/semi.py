@@ -190,7 +190,7 @@ class SemiSupervisedDataModule(ArrayDataModule):
         sampler = CycleShuffle(len(self.sets[part]), batch * batches, seed)
         self.samplers.append(sampler)
         return DataLoader(self.sets[part], batch_size=batch, sampler=sampler, generator=torch.Generator().manual_seed(seed),
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0, pin_memory=self.pin_memory)
 
     def train_dataloader(self) -> CombinedLoader:
         labeled, unlabeled = self.labeled_batch_size, self.labeled_batch_size * self.unlabeled_ratio

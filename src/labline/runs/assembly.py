@@ -14,7 +14,10 @@ stopping, EMA) and a study adds its own (a sweep's pruner) through the run's con
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
+import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +39,7 @@ from labline.data.semi import load_training_data
 from labline.data.shifts import Shift
 from labline.models.task import Task, TaskContext, build_task
 from labline.runs.checkpoints import resolve_checkpoint
+from labline.runs.launched import check_world, trainer_plugins
 from labline.runs.runtime import setup_runtime
 from labline.runs.shift import SHIFT_KEY, check_task, families
 from labline.tracking.store import Destination
@@ -45,6 +49,7 @@ DEFAULT_DATAMODULE = "labline.data.datamodule.ArrayDataModule"
 # What each required built-in must be, and why it cannot go.
 REQUIRED = {"curves": (EpochCurves, "labline reads the best epoch and the sweep objective from it"),
             "best_checkpoint": (BestCheckpoint, "it is the model labline tests and keeps")}
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 RESUMABLE = ("last_checkpoint", (ResumableCheckpoint, "resume: true restarts from it (or set resume=false)"))
 
 
@@ -100,7 +105,19 @@ def build_datamodule(cfg: DictConfig, data: ProcessedData) -> DataModule:
     if not isinstance(datamodule, DataModule):
         raise ConfigError("task.datamodule._target_", f"{type(datamodule).__name__} does not derive from "
                           "labline.data.datamodule.DataModule", "a DataModule subclass")
+    datamodule.pin_memory = pin_memory(cfg)
     return datamodule
+
+
+def pin_memory(cfg: DictConfig) -> bool:
+    """``data.pin_memory``: page-locked batches (``auto``: when training on a GPU, where the copy then overlaps
+    compute; on the CPU pinning only costs)."""
+    value = OmegaConf.select(cfg, "data.pin_memory", default="auto")
+    if value == "auto":
+        return not on_cpu(cfg)
+    if not isinstance(value, bool):
+        raise ConfigError("data.pin_memory", f"must be auto, true or false, got {value!r}", ["auto", "true", "false"])
+    return value
 
 
 def task_context(cfg: DictConfig, datamodule: DataModule) -> TaskContext:
@@ -153,6 +170,7 @@ def prepare_run(cfg: DictConfig, out_dir: Path, root: Path, extra_callbacks: Seq
     shifts = families(cfg.get(SHIFT_KEY))
     if shifts:
         check_task(task, cfg)
+    task = compile_task(cfg, task)
     _check_positive(cfg, "checkpoint_every_n_epochs", 1)
     builtins = builtin_callbacks(cfg, out_dir, task)
     curves = next(c for c in builtins if isinstance(c, EpochCurves))
@@ -164,21 +182,50 @@ def prepare_run(cfg: DictConfig, out_dir: Path, root: Path, extra_callbacks: Seq
     return PreparedRun(cfg, config, data, datamodule, task, trainer, curves, destination, out_dir, root, callbacks, shifts)
 
 
+def on_cpu(cfg: DictConfig) -> bool:
+    """Whether the trainer runs on the CPU (``accelerator: cpu``, or ``auto`` without a GPU)."""
+    accelerator = OmegaConf.select(cfg, "trainer.accelerator", default="auto")
+    return accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+
+
+def compile_task(cfg: DictConfig, task: Task) -> Task:
+    """``compile``: the task's steps through ``torch.compile`` (``true`` or a mode), the same module kept (Lightning's
+    ``from_compiled``), so state dicts and checkpoints are those of the plain model and either loads the other.
+    Compilation itself happens at the first step; what it needs on this machine (a C++ compiler for CPU code,
+    triton for GPU code) is checked here, before any run."""
+    value = cfg.get("compile", False)
+    if value is False or value is None:
+        return task
+    mode = "default" if value is True else value
+    if mode not in COMPILE_MODES:
+        raise ConfigError("compile", f"{value!r} is not a torch.compile mode", ["false", "true", *COMPILE_MODES])
+    if on_cpu(cfg):
+        compiler = os.environ.get("CXX", "g++")
+        if shutil.which(compiler) is None:
+            raise ConfigError("compile", f"torch.compile builds C++ for CPU code and finds no compiler ({compiler}; "
+                              "$CXX names another)", "install g++ (apt-get install g++), or compile=false")
+    elif importlib.util.find_spec("triton") is None:
+        raise ConfigError("compile", "torch.compile needs triton for GPU code, which is not installed",
+                          "the CUDA build of torch (it brings triton), or compile=false")
+    from lightning.pytorch.utilities.compile import from_compiled
+
+    return from_compiled(torch.compile(task, mode=mode))
+
+
 def _check_distributed(cfg: DictConfig) -> None:
     """What Lightning or torch would refuse only once the ranks have started (after the MLflow run exists)."""
     strategy = OmegaConf.select(cfg, "trainer.strategy")
     if isinstance(strategy, str) and "spawn" in strategy:
         raise ConfigError("trainer.strategy", f"'{strategy}' is not supported: spawned ranks get a pickled copy of the "
                           "run and hand back only the weights, not the curves", "ddp (or auto)")
-    accelerator = OmegaConf.select(cfg, "trainer.accelerator", default="auto")
-    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
-    if OmegaConf.select(cfg, "trainer.sync_batchnorm", default=False) and on_cpu:
+    if OmegaConf.select(cfg, "trainer.sync_batchnorm", default=False) and on_cpu(cfg):
         raise ConfigError("trainer.sync_batchnorm", "torch's SyncBatchNorm needs GPUs: DistributedDataParallel refuses it "
                           "on CPU modules", "false on the CPU; true with trainer=gpu trainer.devices=N")
+    check_world(cfg)
 
 
 def build_trainer(cfg: DictConfig, callbacks: list[pl.Callback], out_dir: Path, **overrides: Any) -> pl.Trainer:
     """The configured Trainer with labline's callbacks (``overrides``: Trainer arguments that win over the config)."""
     bar = any(isinstance(c, pl.callbacks.ProgressBar) for c in callbacks)
     return instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=False, default_root_dir=str(out_dir),
-                       enable_model_summary=False, enable_progress_bar=bar, **overrides)
+                       enable_model_summary=False, enable_progress_bar=bar, **{**trainer_plugins(cfg), **overrides})

@@ -7,7 +7,8 @@ keeps rank zero in the user's process, where the MLflow run, the curves, the res
 live, and points Lightning's launcher at ``labline/ranks.py``. What a rank must train exactly as rank zero does
 travels in ``LABLINE_RANK_PLAN``: the resolved config, the output folder, the project root and the checkpoint
 to resume from. So a rank needs no Hydra, no command line and no MLflow: it trains and exits, whatever started
-rank zero (``labline train``, a DVC stage, a sweep or an ablation).
+rank zero (``labline train``, a DVC stage, a sweep or an ablation). When a launcher (srun, torchrun) started every
+rank, the same plan reaches the other ranks through ``labline.runs.launched`` instead of the environment.
 
 Stopping: a stop every rank agrees on (the non-finite guard's, whose decision is reduced over the ranks, or a
 Ctrl-C the terminal sends to all of them) is reported by rank zero alone, which ends the other ranks and records
@@ -33,18 +34,15 @@ import lightning.pytorch as pl
 import torch
 from omegaconf import OmegaConf
 
-import labline
 from labline.callbacks.guards import NonFiniteError
 from labline.core.interrupts import Interrupted, graceful_signals
+from labline.runs.launched import AGENT_STORE_ENV, ENTRY, EXIT_WAIT_SECONDS, PLAN_ENV, channel
 
-PLAN_ENV = "LABLINE_RANK_PLAN"
-ENTRY = Path(labline.__file__).resolve().parent / "ranks.py"
-# How long a stopped rank waits for rank zero to end it, and how long rank zero waits for a finished rank to exit.
+# How long a stopped rank waits for rank zero to end it.
 STOP_GRACE_SECONDS = 60.0
-EXIT_WAIT_SECONDS = 60.0
 # What Lightning's launcher exports in rank zero's process; left set, the next training in this process (a sweep's
 # next trial, the single-device test) would believe its ranks were started from outside.
-LAUNCH_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", PLAN_ENV)
+LAUNCH_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", PLAN_ENV, AGENT_STORE_ENV)
 
 
 def topology_tags(trainer: pl.Trainer) -> dict[str, Any]:
@@ -65,35 +63,57 @@ def own_signals(trainer: pl.Trainer) -> None:
 @contextmanager
 def launching_ranks(trainer: pl.Trainer, config: dict[str, Any], out_dir: Path, root: Path,
                     checkpoint: Path | None) -> Iterator[None]:
-    """Around rank zero's ``trainer.fit``: the other ranks Lightning starts run ``labline/ranks.py`` with this plan;
-    when the block ends they are waited for (or, if it raised, ended) and the process group is closed, so that
-    rank zero can go on alone (testing, predictions)."""
+    """Around rank zero's ``trainer.fit``: the other ranks run ``labline/ranks.py`` with this plan, started by
+    Lightning's launcher or, when a launcher (srun, torchrun) started every rank, by the agents of
+    ``labline.runs.launched``; when the block ends they are waited for (or, if it raised, ended) and the process
+    group is closed, so that rank zero can go on alone (testing, predictions)."""
     if trainer.world_size <= 1:
         yield
         return
-    import __main__
-
     own_signals(trainer)
     plan = {"config": config, "out_dir": str(out_dir.resolve()), "root": str(root.resolve()),
             "checkpoint": str(checkpoint) if checkpoint else None, "parent": os.getpid()}
-    argv, spec = list(sys.argv), getattr(__main__, "__spec__", None)
     environment = {k: os.environ.get(k) for k in LAUNCH_ENV}
-    os.environ[PLAN_ENV] = json.dumps(plan)
-    # Lightning runs `python -m <__main__'s module>` when it has one, else `python <sys.argv[0]> <sys.argv[1:]>`.
-    sys.argv[0], __main__.__spec__ = str(ENTRY), None
+    chan = channel()
     ok = False
     try:
-        yield
+        if chan is not None:
+            # A fresh port for this training's process group: the launcher's rendezvous port carries the channel.
+            from lightning.fabric.plugins.environments.lightning import find_free_network_port
+
+            plan["port"] = find_free_network_port()
+            os.environ.update(MASTER_PORT=str(plan["port"]), **{AGENT_STORE_ENV: "False"})
+            chan.publish(plan)
+            yield
+        else:
+            with _launcher_runs_entry(plan):
+                yield
         ok = True
     finally:
-        sys.argv[:] = argv
-        __main__.__spec__ = spec
         for key, value in environment.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+        if chan is not None:
+            chan.ended(ok)
         end_ranks(trainer, ok)
+
+
+@contextmanager
+def _launcher_runs_entry(plan: dict[str, Any]) -> Iterator[None]:
+    """Lightning's launcher runs ``python -m <__main__'s module>`` when it has one, else ``python <sys.argv[0]>
+    <sys.argv[1:]>``: for the block, that is ``labline/ranks.py`` with the plan in its environment."""
+    import __main__
+
+    argv, spec = list(sys.argv), getattr(__main__, "__spec__", None)
+    os.environ[PLAN_ENV] = json.dumps(plan)
+    sys.argv[0], __main__.__spec__ = str(ENTRY), None
+    try:
+        yield
+    finally:
+        sys.argv[:] = argv
+        __main__.__spec__ = spec
 
 
 def end_ranks(trainer: pl.Trainer, ok: bool) -> None:
@@ -120,9 +140,11 @@ def end_ranks(trainer: pl.Trainer, ok: bool) -> None:
 
 
 def rank_plan() -> dict[str, Any] | None:
-    """The plan rank zero handed this process, when it is one of the other ranks of a training."""
+    """The plan rank zero handed this process, when it is one of the other ranks of a training: started by
+    Lightning's launcher (``LOCAL_RANK`` > 0) or by a launched rank's agent (the plan names the rank)."""
     raw = os.environ.get(PLAN_ENV)
-    return json.loads(raw) if raw and os.environ.get("LOCAL_RANK", "0") != "0" else None
+    plan = json.loads(raw) if raw else None
+    return plan if plan and (plan.get("rank") or os.environ.get("LOCAL_RANK", "0") != "0") else None
 
 
 def _watch_parent(parent: int) -> None:

@@ -38,6 +38,11 @@ class SlurmSettings:
     # wall-clock limit of one array task, minutes
     time_min: int = 60
     cpus_per_task: int = 1
+    # tasks per node and nodes of each array task: with trainer=ddp trainer.devices=<tasks_per_node>
+    # trainer.num_nodes=<nodes>, every training of the task runs over that many processes (srun starts them; the
+    # task's rank zero is the worker, the other tasks train its trainings' other ranks: docs/distributed.md)
+    tasks_per_node: int = 1
+    nodes: int = 1
     # e.g. "4G"; null: the partition's default
     mem: str | None = None
     # generic resources, e.g. "gpu:1"
@@ -66,7 +71,7 @@ class SlurmSettings:
         if unknown:
             raise ConfigError(f"{key}.{unknown[0]}", "not a SLURM setting", sorted(known))
         settings = cls(**(values or {}))
-        for name in ("time_min", "cpus_per_task", "signal_delay_s"):
+        for name in ("time_min", "cpus_per_task", "signal_delay_s", "tasks_per_node", "nodes"):
             if not isinstance(getattr(settings, name), int) or getattr(settings, name) < 1:
                 raise ConfigError(f"{key}.{name}", f"must be a positive integer, got {getattr(settings, name)!r}")
         return settings
@@ -84,6 +89,7 @@ def executor(settings: SlurmSettings, folder: Path, name: str) -> Any:
     folder.mkdir(parents=True, exist_ok=True)
     ex = submitit.SlurmExecutor(folder=folder, max_num_timeout=settings.max_requeues)
     params: dict[str, Any] = {"job_name": name, "time": settings.time_min, "cpus_per_task": settings.cpus_per_task,
+                              "ntasks_per_node": settings.tasks_per_node, "nodes": settings.nodes,
                               "signal_delay_s": settings.signal_delay_s, "additional_parameters": dict(settings.additional),
                               "setup": list(settings.setup)}
     for key in ("partition", "mem", "gres", "array_parallelism"):
@@ -105,6 +111,8 @@ class Task:
     def __call__(self, *args: Any) -> Any:
         import importlib
 
+        from labline.runs.launched import run_as_rank
+
         os.environ.update(self.environment)
         os.chdir(self.cwd)
         requeue = signal.getsignal(PREEMPT_SIGNAL)  # submitit's: checkpoint(), scontrol requeue, exit
@@ -118,7 +126,8 @@ class Task:
         signal.signal(PREEMPT_SIGNAL, on_preempt)
         module, name = self.entry.split(":")
         try:
-            return getattr(importlib.import_module(module), name)(*args)
+            # a task of several (tasks_per_node > 1): rank zero does the work, the others train its trainings' ranks
+            return run_as_rank(lambda: getattr(importlib.import_module(module), name)(*args))
         except BaseException:
             if not preempted or not callable(requeue):
                 raise
