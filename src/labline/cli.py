@@ -194,7 +194,7 @@ def _docs(args: argparse.Namespace) -> None:
     root = workspace_root()
     spec = load_spec(root)
     rendered = {Path(args.output): render(config_dir()),
-                **render_all(root, spec, measured(root, spec), stale_rows(root))}
+                **render_all(root, spec, measured(root, spec), stale_rows(root, spec))}
     if args.check:
         differ = [str(p) for p, text in rendered.items() if not p.is_file() or p.read_text() != text]
         if differ:

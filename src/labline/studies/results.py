@@ -1,12 +1,13 @@
 """labline's own published numbers as pipelines: every measured row of a results table is one DVC stage.
 
 ``pipelines/results/results.yaml`` names each row's runs (overrides composed from conf/, like ``labline
-train``), the seeds, and the ensembles built from them, or one ablation study (the words of ``labline
-ablate``); ``labline measure ROW`` (the stage's command) runs them in this process with those seeds and
-writes ``pipelines/results/metrics/ROW.json``: every numeric test value of every run, the MLflow run ids,
-the wall time, the commit and the date (and, for an ablation, its table as the study itself renders it). ``labline docs``
-renders the tables from those files (``reporting/results_doc.py``), so a table can never disagree with its
-numbers, and marks a row stale when DVC says the code or config it depends on changed since it was measured.
+train``), the seeds, and the ensembles built from them; or one ablation study (the words of ``labline
+ablate``); or (``compared``) another pipeline's comparison file. ``labline measure ROW`` (the stage's
+command) runs them in this process with those seeds and writes ``pipelines/results/metrics/ROW.json``: every
+numeric test value of every run, the MLflow run ids, the wall time, the commit and the date (and, for an
+ablation, its table as the study itself renders it). ``labline docs`` renders the tables from those files
+(``reporting/results_doc.py``), so a table can never disagree with its numbers, and marks a row stale when
+DVC says the code or config it depends on changed since it was measured.
 """
 
 from __future__ import annotations
@@ -162,7 +163,7 @@ def measured(root: Path, spec: dict[str, Any]) -> dict[str, dict[str, Any] | Non
                    if (root / METRICS / f"{name}.json").is_file() else None) for name in all_rows(spec)}
 
 
-def stale_rows(root: Path) -> set[str]:
+def stale_rows(root: Path, spec: dict[str, Any]) -> set[str]:
     """Rows whose stage DVC reports changed (code, conf or params edited since the row was measured)."""
     from dvc.lock import LockError
     from dvc.repo import Repo
@@ -173,5 +174,5 @@ def stale_rows(root: Path) -> set[str]:
     except LockError:
         raise ConfigError(str(FOLDER), "DVC is busy: another dvc command (a `make results`?) holds its lock",
                           "wait for it to finish, then run `labline docs` again") from None
-    rows = all_rows(load_spec(root))  # a foreach stage is row@NAME, a compared row's stage is NAME
+    rows = all_rows(spec)  # a foreach stage is row@NAME, a compared row's stage is NAME
     return {name for stage in status if (name := stage.rsplit("@", 1)[-1].rsplit(":", 1)[-1]) in rows}
