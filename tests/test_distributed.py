@@ -85,7 +85,10 @@ SLURM_TASK = {"SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "2", "SLURM_NNODES":
 def slurm_task(monkeypatch):
     """The environment srun gives task 1 of a 2-task job (what Lightning's SLURMEnvironment reads)."""
     for key in ("MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID"):
-        monkeypatch.delenv(key, raising=False)
+        # set before deleting, so that monkeypatch removes them again: Lightning's SLURMEnvironment writes
+        # MASTER_ADDR/MASTER_PORT (15000 + job id) into os.environ, and a later test's ranks would inherit them
+        monkeypatch.setenv(key, "")
+        monkeypatch.delenv(key)
     for key, value in SLURM_TASK.items():
         monkeypatch.setenv(key, value)
     return monkeypatch
@@ -195,3 +198,8 @@ def test_ntasks_without_ntasks_per_node_is_said_once_by_task_zero(slurm_task) ->
     with pytest.raises(ConfigError) as err:
         place()
     assert err.value.key == "SLURM_NTASKS" and "--ntasks-per-node" in err.value.valid
+
+
+def test_reading_a_srun_place_leaves_no_rendezvous_behind_for_later_tests() -> None:
+    """Guards the fixture above: a leaked MASTER_PORT=19321 made every later DDP test in the worker collide."""
+    assert "MASTER_PORT" not in os.environ and "SLURM_JOB_ID" not in os.environ
