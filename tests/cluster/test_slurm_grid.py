@@ -59,7 +59,8 @@ def test_inside_an_allocation_errors_stay_one_line_and_threads_follow_slurm(proj
                                                                              tmp_path: Path) -> None:
     """One batch job (SLURM_JOB_ID, SLURM_NTASKS, SLURM_CPUS_PER_TASK=1 set, srun on PATH: what Lightning's SLURM
     detection reads) runs bad commands and one tiny training; each command's stderr goes to its own file."""
-    env = lab_env(project, SLURM_CONF=str(slurm_lab.slurm_conf))
+    # a store of its own: the grid test asserts that the project's mlflow.db is never made
+    env = lab_env(project, SLURM_CONF=str(slurm_lab.slurm_conf), MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/alloc.db")
     env.pop("LABLINE_MAX_THREADS", None)
     labline = shlex.quote(str(BIN / "labline"))
     lines = [f"{labline} train {' '.join(words)} 2> {tmp_path}/err{i}; echo $? > {tmp_path}/rc{i}"
@@ -76,7 +77,7 @@ def test_inside_an_allocation_errors_stay_one_line_and_threads_follow_slurm(proj
         assert (tmp_path / f"rc{i}").read_text().strip() == "2", err
         assert len(err) == 1 and err[0].startswith("labline: error: ") and needle in err[0], err
     trained = json.loads((project / "outputs" / "alloc" / "run.json").read_text())["run_id"]
-    run_info = MlflowClient(f"sqlite:///{project / 'mlflow.db'}").get_run(trained)
+    run_info = MlflowClient(f"sqlite:///{tmp_path}/alloc.db").get_run(trained)
     assert run_info.info.status == "FINISHED", (tmp_path / "train.out").read_text()[-3000:]
     assert run_info.data.tags["torch_threads"] == "1" and run_info.data.tags["slurm_job_id"].isdigit()
     assert "srun" not in (tmp_path / "train.out").read_text(), "Lightning's srun hint is silenced"

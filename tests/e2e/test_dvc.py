@@ -24,6 +24,14 @@ def _commit(project: Path, message: str) -> None:
                    check=True)
 
 
+def _baseline(project: Path) -> None:
+    """Back to the first repro's workspace: a `dvc exp run` leaves its params, lock and outputs there, and these tests
+    run in any order. git restores params.yaml and dvc.lock, DVC's cache the outputs they name."""
+    subprocess.run(["git", "reset", "-q", "--hard", "baseline"], cwd=project, check=True)
+    checkout = run_cli(project, "dvc", "checkout", "--force")
+    assert checkout.returncode == 0, checkout.stderr[-2000:]
+
+
 @pytest.fixture(scope="module")
 def repro(project: Path) -> SimpleNamespace:
     """The first `dvc repro` and what it left, read at once: later tests (`dvc exp run`) change the workspace."""
@@ -33,6 +41,8 @@ def repro(project: Path) -> SimpleNamespace:
     result = run_cli(project, "dvc", "repro", timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     reports = project / "reports"
+    _commit(project, "baseline")
+    subprocess.run(["git", "tag", "baseline"], cwd=project, check=True)
     return SimpleNamespace(stdout=result.stdout, run_id=json.loads((project / "models" / "run.json").read_text())["run_id"],
                            metrics=json.loads((reports / "metrics.json").read_text()),
                            matrix=json.loads((reports / "confusion_matrix.json").read_text())["matrix"],
@@ -87,8 +97,7 @@ def test_exp_and_metrics_show_fit_the_default_pipeline(project: Path, repro: Sim
 
 
 def test_second_repro_does_nothing(project: Path, repro: SimpleNamespace) -> None:
-    settled = run_cli(project, "dvc", "repro", timeout=600)  # brings back whatever an earlier `dvc exp run` changed
-    assert settled.returncode == 0, settled.stdout[-2000:] + settled.stderr[-2000:]
+    _baseline(project)
     result = run_cli(project, "dvc", "repro")
     assert result.returncode == 0
     assert "Running stage" not in result.stdout
@@ -97,6 +106,7 @@ def test_second_repro_does_nothing(project: Path, repro: SimpleNamespace) -> Non
 
 def test_exp_run_with_a_shift_reruns_only_evaluate_and_adds_its_metrics(project: Path, repro: SimpleNamespace) -> None:
     """`shift` is a parameter of the evaluate stage only: the same model, scored also under label shift."""
+    _baseline(project)
     result = run_cli(project, "dvc", "exp", "run", "-S", "shift=[label]", *(f"-S{o}" for o in TINY), timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "Running stage 'evaluate'" in result.stdout and "Running stage 'train'" not in result.stdout
@@ -107,7 +117,7 @@ def test_exp_run_with_a_shift_reruns_only_evaluate_and_adds_its_metrics(project:
 
 
 def test_exp_run_with_hydra_override_reruns_only_train_and_evaluate(project: Path, repro: SimpleNamespace) -> None:
-    _commit(project, "baseline")
+    _baseline(project)
     result = run_cli(project, "dvc", "exp", "run", "-S", "optimizer=sgd", "-S", "trainer.max_epochs=2", "-S", "threads=1",
                      timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -123,6 +133,7 @@ def test_exp_run_with_hydra_override_reruns_only_train_and_evaluate(project: Pat
 
 
 def test_exp_changing_preprocessing_reruns_from_preprocess(project: Path, repro: SimpleNamespace) -> None:
+    _baseline(project)
     result = run_cli(project, "dvc", "exp", "run", "-S", "preprocess=minmax", "-S", "trainer.max_epochs=2", "-S", "threads=1",
                      timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -1,4 +1,4 @@
-"""The DVC pipeline's trust guarantees in a project copy of their own: an interrupted `dvc repro` resumes training,
+"""The DVC pipeline's trust guarantees in project copies of their own: an interrupted `dvc repro` resumes training,
 and data that differs from what dvc.lock recorded is refused before any MLflow run exists."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
-from project_copy import BIN, project_env, run_cli
+from project_copy import BIN, copy_project, project_env, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -42,7 +42,10 @@ def _wait_for_epoch(curves: Path, epochs: int, proc: subprocess.Popen, timeout: 
     raise AssertionError("training did not reach the epoch in time")
 
 
-def test_a_killed_dvc_repro_resumes_training_into_the_same_run(project: Path, params: Path) -> None:
+def test_a_killed_dvc_repro_resumes_training_into_the_same_run(tmp_path: Path) -> None:
+    # its own copy: it needs a pipeline with nothing reproduced yet, whichever test ran before
+    project = copy_project(tmp_path)
+    assert run_cli(project, "labline", "params", *TINY).returncode == 0
     proc = subprocess.Popen([str(BIN / "dvc"), "repro"], cwd=project, env=project_env(project), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     _wait_for_epoch(project / "models" / "curves.csv", 2, proc)

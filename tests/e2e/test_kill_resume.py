@@ -52,18 +52,18 @@ def _all_runs(project: Path) -> list:
 
 
 def test_sigkill_then_same_command_resumes_into_the_same_run_with_identical_results(project: Path) -> None:
-    old = _curves(project)
+    old, before = _curves(project), {r.info.run_id for r in _all_runs(project)}  # the other tests' runs: other seeds
     proc = _start(project)
     _wait_for_epochs(project, proc, 3, old)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
-    (killed,) = _all_runs(project)
+    (killed,) = [r for r in _all_runs(project) if r.info.run_id not in before]
     assert killed.info.status == "RUNNING", "SIGKILL leaves no chance to close the run; the resume closes it"
 
     resumed = run_cli(project, "labline", *COMMAND)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming" in resumed.stdout
-    (run,) = _all_runs(project)
+    (run,) = [r for r in _all_runs(project) if r.info.run_id not in before]
     assert run.info.run_id == killed.info.run_id and run.info.status == "FINISHED"
     steps = [m.step for m in _client(project).get_metric_history(run.info.run_id, "val/loss")]
     assert sorted(steps) == list(range(1, EPOCHS + 1)), f"duplicated or missing epochs: {sorted(steps)}"
