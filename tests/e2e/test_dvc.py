@@ -28,7 +28,7 @@ def _baseline(project: Path) -> None:
     """Back to the first repro's workspace: a `dvc exp run` leaves its params, lock and outputs there, and these tests
     run in any order. git restores params.yaml and dvc.lock, DVC's cache the outputs they name."""
     subprocess.run(["git", "reset", "-q", "--hard", "baseline"], cwd=project, check=True)
-    checkout = run_cli(project, "dvc", "checkout", "--force")
+    checkout = run_cli(project, "dvc", "checkout", "--force", "dvc.yaml")  # the default pipeline; pipelines/ never ran
     assert checkout.returncode == 0, checkout.stderr[-2000:]
 
 
