@@ -12,7 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from labline.core.errors import ConfigError
-from labline.studies.ensemble import Member, Predictions, combine, fit_weights, run_ensemble, shared_validation
+from labline.studies.ensemble import Member, Predictions, combine, fit_weights, pixel_scores, run_ensemble, shared_validation
 from labline.tracking.store import ensure_experiment, tracking_uri
 
 # Three members, two samples, three classes. Sample 0: two members vote class 0 with little margin, one is sure of
@@ -172,3 +172,78 @@ def test_members_tested_on_different_splits_are_refused(tmp_path) -> None:
         run_ensemble([first], None, "average", None, tmp_path)
     with pytest.raises(ConfigError, match="--metric"):
         run_ensemble([first, second], None, "weighted", None, tmp_path)
+
+
+# Masks: one 2x2 scene, classes bg, a, b and c (c absent from every mask: left out of the means). Target
+# [[bg, a], [b, b]]; member A predicts [[bg, a], [a, b]], member B [[bg, bg], [b, b]]; where they disagree the
+# other is more sure, so their average is the target.
+CLASSES = ["bg", "a", "b", "c"]
+MASK_TARGET = np.array([[[0, 1], [2, 2]]])
+MASK_PIXELS = {"A": [[0.8, 0.1, 0.1, 0.0], [0.1, 0.8, 0.1, 0.0], [0.1, 0.6, 0.3, 0.0], [0.1, 0.1, 0.8, 0.0]],
+               "B": [[0.8, 0.1, 0.1, 0.0], [0.6, 0.3, 0.1, 0.0], [0.1, 0.1, 0.8, 0.0], [0.1, 0.1, 0.8, 0.0]]}
+
+
+def _mask_probs(member: str) -> np.ndarray:
+    """``(1, K, 2, 2)``, as a segmentation run saves them."""
+    return np.moveaxis(np.array(MASK_PIXELS[member]).reshape(1, 2, 2, 4), -1, 1)
+
+
+def test_mask_probabilities_become_pixel_rows_and_back() -> None:
+    saved = Predictions.saved(_mask_probs("A"), MASK_TARGET, np.array([7]))
+    assert saved.mask_shape == (2, 2) and saved.probs.shape == (4, 4) and saved.targets.tolist() == [0, 1, 2, 2]
+    assert np.allclose(saved.probs, MASK_PIXELS["A"])  # row-major pixels, classes last
+    probs, targets, index = saved.to_save()
+    assert np.array_equal(probs, _mask_probs("A")) and np.array_equal(targets, MASK_TARGET) and index.tolist() == [7]
+
+
+def test_mask_scores_by_hand() -> None:
+    """A: bg IoU 1 (Dice 1), a 1/2 (2/3), b 1/2 (2/3); B: bg 1/2 (2/3), a 0 (0), b 1 (1); c absent from both."""
+    scores = {m: pixel_scores(Predictions.saved(_mask_probs(m), MASK_TARGET, np.array([0])), CLASSES) for m in "AB"}
+    assert scores["A"]["pixel_acc"] == pytest.approx(3 / 4) and scores["B"]["pixel_acc"] == pytest.approx(3 / 4)
+    assert scores["A"]["miou"] == pytest.approx(2 / 3) and scores["A"]["dice"] == pytest.approx(7 / 9)
+    assert scores["B"]["miou"] == pytest.approx(1 / 2) and scores["B"]["dice"] == pytest.approx(5 / 9)
+    assert scores["B"]["iou_a"] == 0.0 and "iou_c" not in scores["B"]
+    mean = combine(np.stack([Predictions.saved(_mask_probs(m), MASK_TARGET, np.array([0])).probs for m in "AB"]), "average")
+    assert mean.argmax(1).tolist() == [0, 1, 2, 2]
+
+
+def _mask_run(tmp: Path, member: str, task: str = "labline.models.segmentation.SegmentationTask") -> str:
+    uri, experiment_id = ensure_experiment("unit-masks")
+    mlflow.set_tracking_uri(uri)
+    with mlflow.start_run(experiment_id=experiment_id) as run:
+        mlflow.set_tags({"split_hash": "masks"})
+        mlflow.log_param("task._target_", task)
+        folder = tmp / run.info.run_id
+        folder.mkdir()
+        np.savez(folder / "test.npz", probs=_mask_probs(member).astype(np.float16), targets=MASK_TARGET, index=np.array([0]))
+        mlflow.log_artifact(str(folder / "test.npz"), "predictions")
+        mlflow.log_dict([{"class": name} for name in CLASSES], "test/class_iou.json")
+    return run.info.run_id
+
+
+def test_an_ensemble_of_masks_averages_pixels_and_scores_them_as_segmentation(tmp_path) -> None:
+    ids = [_mask_run(tmp_path, m) for m in "AB"]
+    result = run_ensemble(ids, None, "average", None, tmp_path)
+    assert result["headline"] == "test/miou"
+    assert result["test/miou"] == result["test/dice"] == result["test/pixel_acc"] == pytest.approx(1.0)
+    assert result["members_best_test_miou"] == pytest.approx(2 / 3, abs=1e-3)  # float16 files: scores, not probabilities
+    assert result["members_mean_test_miou"] == pytest.approx(7 / 12, abs=1e-3)
+    assert {"test/iou_bg", "test/iou_a", "test/iou_b"} <= set(result) and "test/iou_c" not in result
+    client = MlflowClient(tracking_uri())
+    saved = client.download_artifacts(result["run_id"], "predictions/test.npz", str(tmp_path / "dl"))
+    with np.load(saved) as test:
+        assert test["probs"].shape == (1, 4, 2, 2) and np.array_equal(test["targets"], MASK_TARGET)
+        assert np.allclose(test["probs"], (_mask_probs("A") + _mask_probs("B")) / 2, atol=1e-3)
+    assert not client.list_artifacts(result["run_id"], "plots"), "no confusion matrix of scenes"
+    # max voting per pixel: A and B split on two pixels, each tie goes to the higher mean probability, the target's
+    assert run_ensemble(ids, None, "vote", None, tmp_path)["test/miou"] == pytest.approx(1.0)
+    with pytest.raises(ConfigError, match="--method: rank ranks samples"):
+        run_ensemble(ids, None, "rank", None, tmp_path)
+
+
+def test_masks_and_class_rows_never_mix(tmp_path) -> None:
+    masks, classes = _mask_run(tmp_path, "A"), _finished_run(tmp_path, PROBS[0], "masks", 0.9)
+    with pytest.raises(ConfigError, match=f"run {masks} \\(SegmentationTask, masks\\) and run {classes} "
+                       "\\(unknown task, classes\\).*all segmentation runs or all classification runs") as err:
+        run_ensemble([masks, classes], None, "average", None, tmp_path)
+    assert "\n" not in str(err.value)

@@ -17,14 +17,14 @@ from labline.data.pipeline import load_processed, stage_prepare, stage_preproces
 from labline.data.scenes import scenes
 from labline.losses.dice import DiceLoss
 from labline.losses.weighted import WeightedSum
-from labline.metrics.masks import class_dice, class_iou, dice_score, label_confusion, mask_iou, mean_iou
+from labline.metrics.masks import class_dice, class_iou, dice_score, label_confusion, mask_iou, mask_scores, mean_iou
 from labline.models.backbones.cnn import CNN
 from labline.models.backbones.fcn import FCN
 from labline.models.backbones.resnet import ResNet
 from labline.models.backbones.unet import UNet
 from labline.models.heads.linear import LinearHead
 from labline.models.heads.pixel import PixelHead
-from labline.models.segmentation import SegmentationTask, mask_scores
+from labline.models.segmentation import SegmentationTask
 from labline.models.task import TaskContext
 from testroot import CONF
 

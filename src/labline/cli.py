@@ -237,7 +237,7 @@ def _ensemble(args: argparse.Namespace) -> None:
 
     result = run_ensemble(args.run_ids, args.filter, args.method, args.metric, workspace_root(), run_name=args.run_name,
                           weights=args.weights)
-    print(f"ensemble run {result['run_id']}: test/acc {result['test/acc']:.4f}")
+    print(f"ensemble run {result['run_id']}: {result['headline']} {result[result['headline']]:.4f}")
 
 
 def _distill_compare(args: argparse.Namespace) -> None:

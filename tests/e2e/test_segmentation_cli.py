@@ -50,8 +50,10 @@ def test_unet_and_fcn_train_and_record_mask_metrics_and_artifacts(project: Path)
                 assert math.isclose(metrics[f"test/iou_{row['class']}"], row["iou"], abs_tol=1e-5)
         figure = Image.open(client.download_artifacts(run.info.run_id, "test/masks.png", str(project / "dl" / name)))
         assert figure.width > 300 and figure.height > figure.width, "six rows of image / true / predicted mask"
-        # no per-sample class probabilities: no confusion matrix of "samples", no predictions/*.npz
-        assert not client.list_artifacts(run.info.run_id, "predictions")
+        # per-pixel probabilities for ensembles (float16), but no confusion matrix of "samples"
+        assert {a.path for a in client.list_artifacts(run.info.run_id, "predictions")} == {"predictions/test.npz",
+                                                                                          "predictions/val.npz"}
+        assert not client.list_artifacts(run.info.run_id, "plots/confusion_matrix.png")
 
 
 def test_a_pooling_backbone_is_one_line_exit_2_before_any_run(project: Path) -> None:

@@ -77,3 +77,12 @@ def pixel_accuracy(pred: torch.Tensor, target: torch.Tensor, ignore_index: int |
     """Fraction of (non-ignored) pixels whose predicted class is the true one."""
     keep = _keep(target, ignore_index)
     return (pred[keep] == target[keep]).float().mean()
+
+
+def mask_scores(confusion: torch.Tensor, classes: list[str]) -> dict[str, torch.Tensor]:
+    """Pixel accuracy, mIoU, mean Dice and per-class IoU (present classes only) of a pixel confusion matrix:
+    one definition for a segmentation run's epochs and an ensemble of its masks."""
+    iou, dice = class_iou(confusion), class_dice(confusion)
+    scores = {"pixel_acc": confusion.diag().sum().float() / confusion.sum().clamp(min=1), "miou": iou.nanmean(),
+              "dice": dice.nanmean()}
+    return scores | {f"iou_{name}": value for name, value in zip(classes, iou, strict=True) if not value.isnan()}

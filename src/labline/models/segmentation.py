@@ -7,7 +7,9 @@ scores against index masks works: ``loss=cross_entropy``, ``dice``, ``ce_dice`` 
 Per epoch, from one pixel confusion matrix per part: pixel accuracy, mIoU (over the classes present in
 the prediction or the target: an absent class says nothing), mean Dice, and the IoU of every present
 class (``part/iou_<class>``). At test: ``class_iou.json`` / ``class_iou.md`` (IoU and Dice per class) and
-``masks.png`` (image, true mask, predicted mask of the first test scenes).
+``masks.png`` (image, true mask, predicted mask of the first test scenes), and the per-pixel class
+probabilities of the val and test parts as ``predictions/{val,test}.npz`` (float16), which is what
+``labline ensemble`` averages.
 """
 
 from __future__ import annotations
@@ -22,23 +24,20 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from labline.core.errors import ConfigError
 from labline.core.io import write_json
-from labline.metrics.masks import class_dice, class_iou
+from labline.metrics.masks import class_dice, class_iou, mask_scores
 from labline.models.layers import positive_int
 from labline.models.task import Task, TaskContext
 
 PARTS = ("train", "val", "test")
 
 
-def mask_scores(confusion: torch.Tensor, classes: list[str]) -> dict[str, torch.Tensor]:
-    """Pixel accuracy, mIoU, mean Dice and per-class IoU (present classes only) of a pixel confusion matrix."""
-    iou, dice = class_iou(confusion), class_dice(confusion)
-    scores = {"pixel_acc": confusion.diag().sum().float() / confusion.sum().clamp(min=1), "miou": iou.nanmean(),
-              "dice": dice.nanmean()}
-    return scores | {f"iou_{name}": value for name, value in zip(classes, iou, strict=True) if not value.isnan()}
-
-
 class SegmentationTask(Task):
-    """Per-pixel classification of a mask; ``examples`` test scenes are drawn in ``masks.png``."""
+    """Per-pixel classification of a mask; ``examples`` test scenes are drawn in ``masks.png``.
+
+    Its per-pixel probabilities ``(N, K, H, W)`` are kept like a classifier's rows, so a run saves
+    ``predictions/{val,test}.npz`` and segmentation runs can be ensembled mask by mask."""
+
+    per_sample_predictions = True
 
     def __init__(self, context: TaskContext, monitor: str = "val/miou", monitor_mode: str = "max", examples: int = 6):
         super().__init__(context, monitor, monitor_mode, examples=examples)
@@ -94,7 +93,7 @@ class SegmentationTask(Task):
         pred = logits.detach().argmax(1)
         self.confusion[f"{part}_confusion"].update(pred, y)
         self.losses[f"{part}_loss"].update(loss.detach(), weight=len(y))
-        return loss, pred
+        return loss, logits.detach()
 
     def _log_epoch(self, part: str) -> torch.Tensor | None:
         if self.losses[f"{part}_loss"].update_count == 0:
@@ -131,7 +130,9 @@ class SegmentationTask(Task):
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch
-        _, pred = self._step(batch, "test")
+        _, logits = self._step(batch, "test")
+        self.keep_test_predictions(logits.float().softmax(1), y)
+        pred = logits.argmax(1)
         room = self.examples - len(self.shown)
         for i in range(min(room, len(y))):
             self.shown.append((x[i].float().cpu().numpy(), y[i].cpu().numpy(), pred[i].cpu().numpy()))

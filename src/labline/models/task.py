@@ -10,7 +10,8 @@ reloads data to learn its input shape.
 What labline reads back from a task is declared here, not looked up by name:
 
 - ``monitor`` / ``monitor_mode``: the metric that picks the best checkpoint (and a sweep's objective);
-- ``per_sample_predictions``: the test loop yields one probability row per sample, recorded with
+- ``per_sample_predictions``: the test loop yields one probability row per sample (a ``(K, H, W)`` map for
+  segmentation), recorded with
   ``keep_test_predictions`` and read with ``test_probabilities`` (confusion matrix, ``predictions/*.npz``,
   ensembles); episodic tasks score episodes instead and leave it False;
 - ``test_artifacts(folder)``: files of its own to keep after the test (attention maps, episode scores);
@@ -148,7 +149,8 @@ class Task(pl.LightningModule):
         self._test_predictions = []
 
     def keep_test_predictions(self, probs: torch.Tensor, targets: torch.Tensor) -> None:
-        """One batch's ``(B, K)`` class probabilities and ``(B,)`` targets, in loader order."""
+        """One batch's ``(B, K)`` class probabilities and ``(B,)`` targets, in loader order (per pixel: ``(B, K, H, W)``
+        and ``(B, H, W)``)."""
         self._test_predictions.append((probs.detach().float().cpu(), targets.detach().cpu()))
 
     def test_probabilities(self) -> tuple[np.ndarray, np.ndarray] | None:

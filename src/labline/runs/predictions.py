@@ -5,7 +5,9 @@ logs them for its validation and test parts, so runs can be combined sample by s
 (``labline ensemble``) without rebuilding a model: the test predictions are what an ensemble combines, the
 validation predictions are where combination weights can be fitted without looking at the test part.
 ``index`` says which samples the rows are (dataset indices, or bag ids for MIL), so two runs' rows are only
-combined when they are the same samples in the same order.
+combined when they are the same samples in the same order. Segmentation runs save ``(N, K, H, W)`` per-pixel
+probabilities and ``(N, H, W)`` target masks; those are stored as float16 (a classifier's rows stay as given),
+which keeps a part's file small and changes no argmax that is not a near-tie.
 """
 
 from __future__ import annotations
@@ -29,7 +31,14 @@ def artifact(part: str) -> str:
     return f"{FOLDER}/{part}.npz"
 
 
+def is_masks(probs: np.ndarray) -> bool:
+    """Whether saved probabilities are per-pixel maps ``(N, K, H, W)`` rather than one row per sample."""
+    return probs.ndim == 4
+
+
 def log_predictions(run: RunHandle, part: str, probs: np.ndarray, targets: np.ndarray, index: np.ndarray) -> None:
+    if is_masks(probs):
+        probs = probs.astype(np.float16)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"{part}.npz"
         np.savez(path, probs=probs, targets=targets, index=index)

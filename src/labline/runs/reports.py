@@ -9,13 +9,18 @@ import numpy as np
 
 from labline.core.io import write_json
 from labline.reporting import plots
-from labline.runs.predictions import log_predictions
+from labline.runs.predictions import is_masks, log_predictions
 from labline.tracking.lifecycle import RunHandle
 
 
 def classification_reports(run: RunHandle, classes: list[str], probs: np.ndarray, targets: np.ndarray, index: np.ndarray,
                            reports: Path) -> None:
-    """Confusion matrix (JSON, PNG), per-sample predictions for ``dvc plots``, probabilities for ensembles."""
+    """Confusion matrix (JSON, PNG), per-sample predictions for ``dvc plots``, probabilities for ensembles.
+    Masks keep only their probabilities: a sample has no single label, and the segmentation task writes its own
+    per-class table."""
+    if is_masks(probs):
+        log_predictions(run, "test", probs, targets, index)
+        return
     from sklearn.metrics import confusion_matrix
 
     predicted = probs.argmax(1)

@@ -25,6 +25,12 @@ Combination rules, each giving one row of scores per test sample that sums to 1:
   test samples (scaled to (0, 1]), then averaged: members whose scores live on different
   scales (an SVM's Platt scores, a network's softmax) count equally. Made for ranking
   metrics (AUC); across classes of one sample, ranks compare only roughly.
+
+Segmentation runs save per-pixel probabilities ``(N, K, H, W)``: each pixel is then a row, so every rule
+above combines masks pixel by pixel (``rank``, a ranking of pixels, is refused). The ensemble is scored as a
+segmentation run is (pixel accuracy, mIoU, mean Dice, IoU per class, by ``labline.metrics.masks``), each
+member beside it on the same metrics recomputed from its saved file. Masks and class rows never mix: an
+ensemble of a segmentation run and a classifier stops with one line naming both.
 """
 
 from __future__ import annotations
@@ -37,12 +43,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from labline.core.errors import ConfigError
 from labline.core.io import load_npz, write_json
+from labline.metrics.masks import label_confusion, mask_scores
 from labline.metrics.scores import classifier_scores
 from labline.reporting.console import console
-from labline.runs.predictions import KEYS, artifact, log_predictions
+from labline.runs.predictions import KEYS, artifact, is_masks, log_predictions
 from labline.runs.reports import classification_reports
 from labline.tracking.lifecycle import open_run
 from labline.tracking.store import Store, open_store
@@ -50,6 +58,7 @@ from labline.tracking.store import Store, open_store
 METHODS = ("vote", "average", "weighted", "rank")
 WEIGHTS = ("metric", "val")
 MEMBERS_TAG = "ensemble_members"
+MASK_COLUMNS = ("pixel_acc", "miou", "dice")
 # A member's probability of the true class is floored here when fitting weights, so one-hot members
 # (estimators without predict_proba) cost a large but finite log loss where they are wrong.
 PROB_FLOOR = 1e-12
@@ -57,9 +66,28 @@ PROB_FLOOR = 1e-12
 
 @dataclass
 class Predictions:
+    """One row of ``probs`` per sample, or per pixel of masks of ``mask_shape`` (H, W): the rules combine rows."""
+
     probs: np.ndarray
     targets: np.ndarray
     index: np.ndarray
+    mask_shape: tuple[int, int] | None = None
+
+    @classmethod
+    def saved(cls, probs: np.ndarray, targets: np.ndarray, index: np.ndarray) -> Predictions:
+        """From a ``predictions/*.npz``: per-pixel maps ``(N, K, H, W)`` become ``N * H * W`` rows."""
+        if not is_masks(probs):
+            return cls(probs.astype(np.float64), targets, index)
+        classes, height, width = probs.shape[1:]
+        rows = np.moveaxis(probs, 1, -1).reshape(-1, classes).astype(np.float64)
+        return cls(rows, targets.reshape(-1), index, (height, width))
+
+    def to_save(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(probs, targets, index)`` in the layout the members saved (masks back to ``(N, K, H, W)``)."""
+        if self.mask_shape is None:
+            return self.probs, self.targets, self.index
+        shape = (len(self.index), *self.mask_shape)
+        return (np.moveaxis(self.probs.reshape(*shape, -1), -1, 1), self.targets.reshape(shape), self.index)
 
 
 @dataclass
@@ -71,6 +99,7 @@ class Member:
     test: Predictions
     val: Predictions | None = None
     weight: float = 1.0
+    task: str = "unknown task"
 
 
 def combine(probs: np.ndarray, method: str, weights: np.ndarray | None = None) -> np.ndarray:
@@ -144,7 +173,7 @@ def _predictions(store: Store, run_id: str, part: str, folder: Path) -> Predicti
     if path is None:
         return None
     arrays = load_npz(path, KEYS, f"a run that saved its {part} predictions")
-    return Predictions(arrays["probs"].astype(np.float64), arrays["targets"], arrays["index"])
+    return Predictions.saved(arrays["probs"], arrays["targets"], arrays["index"])
 
 
 def load_member(store: Store, run_id: str, metric: str | None, folder: Path) -> Member:
@@ -155,9 +184,11 @@ def load_member(store: Store, run_id: str, metric: str | None, folder: Path) -> 
         raise ConfigError("members", f"run {run_id} is {run.info.status}", "finished runs")
     test = _predictions(store, run_id, "test", folder)
     if test is None:
-        raise ConfigError("members", f"run {run_id} has no {artifact('test')} artifact", "finished classification runs")
+        raise ConfigError("members", f"run {run_id} has no {artifact('test')} artifact",
+                          "finished classification or segmentation runs")
+    task = run.data.params.get("task._target_", "unknown task").rsplit(".", 1)[-1]
     return Member(run_id, run.info.run_name or run_id, run.info.experiment_id, run.data.tags, test,
-                  _predictions(store, run_id, "val", folder), _weight(store, run, metric) if metric else 1.0)
+                  _predictions(store, run_id, "val", folder), _weight(store, run, metric) if metric else 1.0, task)
 
 
 def _same_samples(first: Member, other: Member, part: str) -> bool:
@@ -166,11 +197,17 @@ def _same_samples(first: Member, other: Member, part: str) -> bool:
 
 
 def check_members(members: list[Member]) -> None:
-    """Same test split (``split_hash``), same samples in the same order, same classes."""
+    """Same kind of predictions (masks or class rows), same test split (``split_hash``), same samples in the same
+    order, same classes."""
     if len(members) < 2:
         raise ConfigError("members", f"an ensemble needs at least 2 runs, got {len(members)}", "two or more run ids, or --filter")
     first = members[0]
     for other in members[1:]:
+        if (first.test.mask_shape is None) != (other.test.mask_shape is None):
+            kinds = {m.run_id: f"{m.task}, {'masks' if m.test.mask_shape else 'classes'}" for m in (first, other)}
+            raise ConfigError("members", "cannot ensemble masks with class predictions: " +
+                              " and ".join(f"run {run_id} ({kind})" for run_id, kind in kinds.items()),
+                              "runs of one kind: all segmentation runs or all classification runs")
         ours, theirs = first.tags.get("split_hash"), other.tags.get("split_hash")
         if ours != theirs:
             raise ConfigError("members", f"runs {first.run_id} and {other.run_id} were tested on different splits "
@@ -204,20 +241,42 @@ def shared_validation(members: list[Member], required: bool) -> bool:
 
 
 def _classes(store: Store, run_id: str, count: int, folder: Path) -> list[str]:
-    """Class names from a member's confusion matrix (label indices when it has none)."""
-    path = store.try_download(run_id, "confusion_matrix.json", folder / "classes")
-    try:
-        return [str(c) for c in json.loads(path.read_text())["classes"]] if path else [str(c) for c in range(count)]
-    except (KeyError, ValueError):
-        return [str(c) for c in range(count)]
+    """Class names from a member's confusion matrix, or a segmentation run's class IoU table (label indices when it
+    has neither)."""
+    readers = {"confusion_matrix.json": lambda table: table["classes"],
+               "test/class_iou.json": lambda rows: [r["class"] for r in rows]}
+    for name, read in readers.items():
+        path = store.try_download(run_id, name, folder / "classes")
+        try:
+            if path is not None:
+                return [str(c) for c in read(json.loads(path.read_text()))]
+        except (KeyError, TypeError, ValueError):
+            pass
+    return [str(c) for c in range(count)]
 
 
-def _scores(predictions: Predictions, method: str, part: str) -> dict[str, float]:
-    """The ensemble's scores on ``part``, named as a neural run names them (``test/acc``, ``val/acc``)."""
-    scores = classifier_scores(predictions.targets, predictions.probs, probabilities=method in ("average", "weighted"))
-    if part == "val":
-        return {f"val/{k}": v for k, v in scores.items()}
-    return {f"test/{k}": v for k, v in scores.items()}
+def pixel_scores(predictions: Predictions, classes: list[str]) -> dict[str, float]:
+    """Pixel accuracy, mIoU, mean Dice and IoU per class of per-pixel rows, as a segmentation run scores its masks."""
+    predicted = torch.from_numpy(predictions.probs.argmax(1))
+    confusion = label_confusion(predicted, torch.from_numpy(predictions.targets), len(classes))
+    return {k: float(v) for k, v in mask_scores(confusion, classes).items()}
+
+
+def _scores(predictions: Predictions, method: str, part: str, classes: list[str]) -> dict[str, float]:
+    """The ensemble's scores on ``part``, named as a neural run names them (``test/acc``, ``val/miou``)."""
+    if predictions.mask_shape is not None:
+        scores = pixel_scores(predictions, classes)
+    else:
+        scores = classifier_scores(predictions.targets, predictions.probs, probabilities=method in ("average", "weighted"))
+    return {f"{part}/{k}": v for k, v in scores.items()}
+
+
+def _member_scores(predictions: Predictions, classes: list[str]) -> dict[str, float]:
+    """What the table shows of a member on the test part: accuracy of class rows; pixel accuracy, mIoU, Dice of masks."""
+    if predictions.mask_shape is None:
+        return {"test/acc": _accuracy(predictions)}
+    scores = pixel_scores(predictions, classes)
+    return {f"test/{k}": scores[k] for k in MASK_COLUMNS}
 
 
 def _check_options(method: str, metric: str | None, weights: str) -> None:
@@ -252,6 +311,10 @@ def run_ensemble(run_ids: list[str], filter_string: str | None, method: str, met
         members = [load_member(store, run_id, metric if method == "weighted" else None, Path(tmp)) for run_id in ids]
         check_members(members)
         classes = _classes(store, members[0].run_id, members[0].test.probs.shape[1], Path(tmp))
+    masks = members[0].test.mask_shape is not None
+    if masks and method == "rank":
+        raise ConfigError("--method", "rank ranks samples by score, masks are combined pixel by pixel",
+                          [m for m in METHODS if m != "rank"])
     fitted = method == "weighted" and weights == "val"
     has_val = shared_validation(members, required=fitted)
     first = members[0]
@@ -259,11 +322,13 @@ def run_ensemble(run_ids: list[str], filter_string: str | None, method: str, met
     if fitted:
         coefficients = fit_weights(np.stack([m.val.probs for m in members]), first.val.targets)
     ensemble = {part: Predictions(combine(np.stack([getattr(m, part).probs for m in members]), method, coefficients),
-                                  getattr(first, part).targets, getattr(first, part).index)
+                                  getattr(first, part).targets, getattr(first, part).index, getattr(first, part).mask_shape)
                 for part in (("val", "test") if has_val else ("test",))}
-    member_acc = [_accuracy(m.test) for m in members]
-    metrics = {k: v for part, predictions in ensemble.items() for k, v in _scores(predictions, method, part).items()}
-    metrics |= {"members_best_test_accuracy": max(member_acc), "members_mean_test_accuracy": float(np.mean(member_acc))}
+    member_scores = [_member_scores(m.test, classes) for m in members]
+    headline, name = ("test/miou", "miou") if masks else ("test/acc", "accuracy")
+    member_headline = [scores[headline] for scores in member_scores]
+    metrics = {k: v for part, predictions in ensemble.items() for k, v in _scores(predictions, method, part, classes).items()}
+    metrics |= {f"members_best_test_{name}": max(member_headline), f"members_mean_test_{name}": float(np.mean(member_headline))}
     weighting = {"weights_from": weights} if method == "weighted" else {}
     config = {"method": method, "members": ",".join(ids), "metric": metric, **weighting,
               "weights": [round(float(w), 6) for w in coefficients]}
@@ -274,27 +339,29 @@ def run_ensemble(run_ids: list[str], filter_string: str | None, method: str, met
                   tags=tags, config=config, root=root) as run:
         write_json(metrics, out_dir / "metrics.json")
         run.log_metrics(metrics)
-        rows = [{"run_id": m.run_id, "name": m.name, "weight": float(w), "test/acc": acc,
+        rows = [{"run_id": m.run_id, "name": m.name, "weight": float(w), **scores,
                  **({"val_accuracy": _accuracy(m.val)} if has_val else {})}
-                for m, w, acc in zip(members, coefficients, member_acc, strict=True)]
+                for m, w, scores in zip(members, coefficients, member_scores, strict=True)]
         run.log_dict({"method": method, "metric": metric, **weighting, "members": rows}, "ensemble.json")
-        test = ensemble["test"]
-        classification_reports(run, classes, test.probs, test.targets, test.index, out_dir)
+        # masks: only the probabilities (classification_reports keeps just those), their scores are the metrics
+        classification_reports(run, classes, *ensemble["test"].to_save(), out_dir)
         if has_val:
-            log_predictions(run, "val", ensemble["val"].probs, ensemble["val"].targets, ensemble["val"].index)
+            log_predictions(run, "val", *ensemble["val"].to_save())
     _print(rows, metrics, method)
-    return {"run_id": run.run_id, **metrics}
+    return {"run_id": run.run_id, "headline": headline, **metrics}
 
 
 def _print(rows: list[dict[str, Any]], metrics: dict[str, float], method: str) -> None:
     from rich.table import Table
 
     table = Table(title=f"ensemble ({method}) vs its members")
-    scores = [c for c in ("val_accuracy", "test/acc") if c in rows[0]]
+    # val_accuracy is a member's val part scored by argmax: pixel accuracy for masks, the ensemble's val/acc otherwise
+    scores = [c for c in rows[0] if c.startswith("test/") or c == "val_accuracy"]
     for column in ("run", "name", "weight", *scores):
         table.add_column(column, justify="left" if column in ("run", "name") else "right")
     for row in rows:
         table.add_row(row["run_id"][:12], row["name"], f"{row['weight']:.4f}", *(f"{row[c]:.4f}" for c in scores))
-    ensemble = {"val_accuracy": metrics.get("val/acc"), "test/acc": metrics["test/acc"]}
-    table.add_row("ensemble", method, "", *(f"{ensemble[c]:.4f}" for c in scores), style="bold")
+    ensemble = {**metrics, "val_accuracy": metrics.get("val/acc", metrics.get("val/pixel_acc"))}
+    table.add_row("ensemble", method, "", *("" if ensemble.get(c) is None else f"{ensemble[c]:.4f}" for c in scores),
+                  style="bold")
     console.print(table)
