@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import sqlite3
 from pathlib import Path
 
 # rich wraps at $COLUMNS: messages must not depend on the terminal the tests run in (set before labline's console).
@@ -52,10 +54,25 @@ def clean_module_environment():
         yield
 
 
+@pytest.fixture(scope="session")
+def empty_store(tmp_path_factory) -> Path:
+    """An MLflow SQLite store with its schema and nothing logged, made once per test process. Creating a store runs
+    MLflow's alembic migrations (3.0 s measured on this stack), opening a copy of one 0.06 s, and every test below
+    has a store of its own: each starts as a copy. The CLI tests' project copies still start without any store."""
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path_factory.mktemp("empty-store") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
 @pytest.fixture(autouse=True)
-def isolated_store(tmp_path_factory, monkeypatch) -> Path:
+def isolated_store(tmp_path_factory, monkeypatch, empty_store: Path) -> Path:
     """Every test tracks into its own MLflow store, never the project's mlflow.db."""
     store = tmp_path_factory.mktemp("store")
+    shutil.copyfile(empty_store, store / "mlflow.db")
+    with sqlite3.connect(store / "mlflow.db") as db:  # MLflow's Default experiment, as a store made here would have it
+        db.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0", (str(store / "mlruns" / "0"),))
     monkeypatch.setenv("LABLINE_PROJECT_ROOT", str(store))
     monkeypatch.setenv("LABLINE_CONFIG_DIR", str(CONF))  # conf/ is the checkout's, whatever the working directory
     _strip_mlflow_environment(monkeypatch)

@@ -183,11 +183,12 @@ def test_distill_terms_without_its_teacher_stops_before_any_run(tmp_path, isolat
     from labline.studies.ablation.runner import run_ablation
 
     spec, _ = load(["ablation=distill_terms", "seeds=1", "components=[soft_targets]", "task.teacher=nowhere/teacher.ckpt"])
+    empty = (isolated_store / "mlflow.db").read_bytes()
     with pytest.raises(ConfigError) as info:
         run_ablation(spec, tmp_path)
     message = str(info.value)
     assert message.startswith("variant full: task.teacher: no checkpoint file") and "nowhere/teacher.ckpt" in message
-    assert not (isolated_store / "mlflow.db").exists(), "no MLflow run was opened: the store was not even created"
+    assert (isolated_store / "mlflow.db").read_bytes() == empty, "no MLflow run was opened: nothing written to the store"
 
 
 def test_removing_every_distillation_term_at_once_is_refused_not_trained_on_an_empty_loss() -> None:

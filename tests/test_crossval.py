@@ -156,16 +156,18 @@ def test_dvc_train_stage_cross_validates_then_evaluate_tests_the_refit(compose, 
 def test_dvc_train_stage_refuses_folds_without_a_refit_before_any_run(compose, tmp_path, isolated_store) -> None:
     from labline.stages import run_stage
 
+    empty = (isolated_store / "mlflow.db").read_bytes()
     with pytest.raises(ConfigError) as info:
         run_stage("train", compose(*TINY), tmp_path)
     assert str(info.value).startswith("split.refit: a kfold split trains one model per fold and none on all the data")
     assert "\n" not in str(info.value) and "split.refit=true" in str(info.value)
-    assert not (isolated_store / "mlflow.db").exists(), "no MLflow run was opened: the store was not even created"
+    assert (isolated_store / "mlflow.db").read_bytes() == empty, "no MLflow run was opened: nothing written to the store"
 
 
 def test_dvc_train_stage_refuses_a_runner_task_before_any_run(compose, tmp_path, isolated_store) -> None:
     from labline.stages import run_stage
 
+    empty = (isolated_store / "mlflow.db").read_bytes()
     with pytest.raises(ConfigError, match=r"^task: a task run by labline.runs.sklearn_run.run .*labline train task="):
         run_stage("train", compose("task=sklearn_svm"), tmp_path)
-    assert not (isolated_store / "mlflow.db").exists()
+    assert (isolated_store / "mlflow.db").read_bytes() == empty

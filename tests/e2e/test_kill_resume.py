@@ -99,13 +99,26 @@ def _metrics(run) -> dict[str, float]:  # noqa: ANN001 - an MLflow Run
     return {k: v for k, v in run.data.metrics.items() if k.startswith("test/")}
 
 
-@pytest.mark.parametrize("point", ["run_created", "before_first_checkpoint", "checkpoint_save", "mid_epoch"])
+POINT_SEED = ["seed=10"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(project: Path) -> dict[str, float]:
+    """Test metrics of the command never interrupted (no killer callback), shared by every kill point."""
+    done = run_cli(project, "labline", *POINT_COMMAND, *POINT_SEED, "resume=false", "run_name=uninterrupted-points")
+    assert done.returncode == 0, done.stderr[-2000:]
+    (reference,) = [r for r in _all_runs(project) if r.info.run_name == "uninterrupted-points"]
+    return _metrics(reference)
+
+
+@pytest.mark.parametrize("point", POINTS)
 def test_sigkill_at_any_point_then_the_same_command_gives_the_uninterrupted_metrics(project: Path, tmp_path: Path,
+                                                                                   uninterrupted: dict[str, float],
                                                                                    point: str) -> None:
     env = {**project_env(project), "PYTHONPATH": str(Path(__file__).parent)}
     killer = ["+callbacks.kill._target_=killpoints.KillAt", f"+callbacks.kill.point={point}",
-              f"+callbacks.kill.marker={tmp_path / 'killed'}", f"seed={POINTS.index(point) + 10}"]
-    command = [str(BIN / "labline"), *POINT_COMMAND, *killer]
+              f"+callbacks.kill.marker={tmp_path / 'killed'}"]
+    command = [str(BIN / "labline"), *POINT_COMMAND, *POINT_SEED, *killer]
     before = {r.info.run_id for r in _all_runs(project)}
     killed = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, timeout=300)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
@@ -123,9 +136,4 @@ def test_sigkill_at_any_point_then_the_same_command_gives_the_uninterrupted_metr
         assert runs[dead.info.run_id].info.status == "KILLED" and finished.info.run_id != dead.info.run_id
     else:
         assert finished.info.run_id == dead.info.run_id, "resumed into the same MLflow run"
-
-    reference = subprocess.run([*command, "resume=false", f"run_name=uninterrupted-{point}"], cwd=project, env=env,
-                               capture_output=True, text=True, timeout=300)  # the marker exists: nothing kills it
-    assert reference.returncode == 0, reference.stderr[-2000:]
-    (uninterrupted,) = [r for r in _all_runs(project) if r.info.run_name == f"uninterrupted-{point}"]
-    assert _metrics(finished) == _metrics(uninterrupted) and _metrics(finished)
+    assert _metrics(finished) == uninterrupted and uninterrupted

@@ -21,19 +21,18 @@ def _client(project: Path) -> MlflowClient:
     return MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
 
 
+def _all_run_ids(project: Path) -> set[str]:
+    client = _client(project)
+    return {r.info.run_id for r in client.search_runs([e.experiment_id for e in client.search_experiments()])}
+
+
 def _train(project: Path, experiment: str, *overrides: str) -> str:
-    """One finished run in the MLflow experiment ``experiment`` (this test's own); its run id."""
-    before = set(_run_ids(project, experiment))
+    """One finished run in the MLflow experiment ``experiment``; its run id."""
+    before = _all_run_ids(project)
     result = run_cli(project, "labline", "train", *overrides, *TINY, f"logger.experiment_name={experiment}")
     assert result.returncode == 0, result.stderr[-3000:]
-    (new,) = set(_run_ids(project, experiment)) - before
+    (new,) = _all_run_ids(project) - before
     return new
-
-
-def _run_ids(project: Path, experiment: str) -> list[str]:
-    client = _client(project)
-    found = client.get_experiment_by_name(experiment)
-    return [] if found is None else [r.info.run_id for r in client.search_runs([found.experiment_id])]
 
 
 def _masks(client: MlflowClient, run_id: str, folder: Path) -> dict[str, np.ndarray]:
@@ -53,9 +52,14 @@ def _scores(probs: np.ndarray, targets: np.ndarray) -> dict[str, float]:
     return {"pixel_acc": float((pred == targets).mean()), "miou": float(np.mean(iou)), "dice": float(np.mean(dice))}
 
 
-def test_two_seeds_ensemble_their_mask_probabilities(project: Path) -> None:
-    experiment = "seg-ensemble"
-    members = [_train(project, experiment, *SCENES, f"seed={seed}") for seed in (0, 1)]
+@pytest.fixture(scope="module")
+def members(project: Path) -> list[str]:
+    """Two seeds of the tiny segmentation run, shared by the tests below (each training is a process start)."""
+    return [_train(project, "seg-members", *SCENES, f"seed={seed}") for seed in (0, 1)]
+
+
+def test_two_seeds_ensemble_their_mask_probabilities(project: Path, members: list[str]) -> None:
+    before = _all_run_ids(project)
     client = _client(project)
     saved = [_masks(client, run_id, project / "dl") for run_id in members]
     for run_id, masks in zip(members, saved, strict=True):
@@ -66,8 +70,9 @@ def test_two_seeds_ensemble_their_mask_probabilities(project: Path) -> None:
     result = run_cli(project, "labline", "ensemble", *members, "--method", "average")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "test/miou" in result.stdout
-    (ensemble_id,) = set(_run_ids(project, experiment)) - set(members)
+    (ensemble_id,) = _all_run_ids(project) - before
     ensemble = client.get_run(ensemble_id)
+    assert ensemble.info.experiment_id == client.get_run(members[0]).info.experiment_id, "beside its members"
     assert ensemble.data.tags["ensemble_members"] == ",".join(members)
     mean = (saved[0]["probs"].astype(np.float64) + saved[1]["probs"].astype(np.float64)) / 2
     expected = _scores(mean, saved[0]["targets"])
@@ -80,25 +85,26 @@ def test_two_seeds_ensemble_their_mask_probabilities(project: Path) -> None:
     assert np.allclose(combined["probs"].astype(np.float64), mean, atol=1e-3)
 
 
-def test_a_segmentation_run_and_a_classifier_do_not_ensemble(project: Path) -> None:
-    experiment = "seg-mixed"
-    masks = _train(project, experiment, *SCENES)
-    classes = _train(project, experiment)
+def test_a_segmentation_run_and_a_classifier_do_not_ensemble(project: Path, members: list[str]) -> None:
+    masks = members[0]
+    classes = _train(project, "seg-mixed")
+    before = _all_run_ids(project)
     result = run_cli(project, "labline", "ensemble", masks, classes)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2, result.stderr[-3000:]
     assert len(lines) == 1, lines
     assert f"run {masks} (SegmentationTask, masks) and run {classes} (ClassificationTask, classes)" in lines[0]
     assert "all segmentation runs or all classification runs" in lines[0]
-    assert set(_run_ids(project, experiment)) == {masks, classes}, "nothing written"
+    assert _all_run_ids(project) == before, "nothing written"
 
 
-def test_reproduce_of_a_segmentation_run_gives_identical_test_metrics(project: Path) -> None:
-    source = _train(project, "seg-reproduce", *SCENES)
+def test_reproduce_of_a_segmentation_run_gives_identical_test_metrics(project: Path, members: list[str]) -> None:
+    source = members[1]
+    before = _all_run_ids(project)
     done = run_cli(project, "labline", "reproduce", source)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "metrics identical to the recorded run" in done.stdout
-    (new_id,) = set(_run_ids(project, "seg-reproduce")) - {source}
+    (new_id,) = _all_run_ids(project) - before
     old, new = (_client(project).get_run(run_id).data.metrics for run_id in (source, new_id))
     compared = {k for k in old if k.startswith("test/")}
     assert {"test/miou", "test/dice", "test/pixel_acc"} <= compared
