@@ -475,7 +475,8 @@ def test_weights_from_an_mlflow_run(config, tmp_path):
         _task(config, weights=empty.info.run_id)
 
 
-def test_run_id_without_a_store_is_a_config_error(config):
+def test_run_id_without_a_store_is_a_config_error(config, isolated_store):
+    (isolated_store / "mlflow.db").unlink()  # every test's store starts as a copy of an empty one: here there is none
     with pytest.raises(ConfigError, match=r"^backbone\.weights: no MLflow store"):
         _task(config, weights=uuid.uuid4().hex)
 
