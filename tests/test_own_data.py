@@ -171,3 +171,20 @@ def test_image_folder_with_train_and_test_folders_is_a_given_split(tmp_path: Pat
     _write_images(tmp_path / "imgs" / "test", 20)
     ds = image_folder(str(tmp_path / "imgs"), size=8)
     assert (ds.part == "train").sum() == 50 and (ds.part == "test").sum() == 20
+
+
+def test_preload_hands_its_data_to_the_runs_own_load_once(compose, official: Path, tmp_path: Path) -> None:
+    """``labline train`` loads the data before the training stack is imported (so bad data is reported in a
+    second); the run's load of the same config takes that result, once, and any other config loads afresh."""
+    from labline.data.pipeline import preload
+
+    cfg = compose("data=npz", f"data.source.path={official}", "split=given")
+    preload(cfg, tmp_path)
+    first = load_processed(cfg, tmp_path)
+    again = load_processed(cfg, tmp_path)
+    assert first is not again, "taken once: a second load is the run's own"
+    np.testing.assert_array_equal(first.x, again.x)
+    assert first.parts.keys() == again.parts.keys() and all((first.parts[k] == again.parts[k]).all() for k in first.parts)
+    preload(cfg, tmp_path)
+    other = compose("data=npz", f"data.source.path={official}", "split=given", "seed=1")
+    assert load_processed(other, tmp_path) is not load_processed(cfg, tmp_path) is not None

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from testroot import CHECKOUT
@@ -47,6 +48,34 @@ COMMANDS = [
     (["params", "--output", "{tmp}/params.yaml"], (0,)),
     (["docs", "--check"], (0, 2)),  # run in the checkout: it reads its DVC pipelines
 ]
+
+
+BAD_DATA = {
+    "corrupt": "a,b\n1,2\n",  # a CSV renamed .npz
+    "column-labels": {"x": np.zeros((20, 4), np.float32), "y": np.arange(20).reshape(20, 1) % 2},
+    "one-class": {"x": np.zeros((20, 4), np.float32), "y": np.zeros(20, np.int64)},
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_DATA))
+def test_bad_data_is_one_line_before_the_training_stack_is_imported(tmp_path: Path, case: str) -> None:
+    """Mistakes found while loading one's own data: exit 2 naming the file or the labels, and neither torch nor
+    Lightning imported by then (``labline train`` loads the data before them)."""
+    path = tmp_path / f"{case}.npz"
+    content = BAD_DATA[case]
+    if isinstance(content, str):
+        path.write_text(content)
+    else:
+        np.savez(path, **content)
+    out = tmp_path / "imported.json"
+    words = ["train", "data=npz", f"data.source.path={path}"]
+    done = subprocess.run([sys.executable, "-c", PROBE, str(out), json.dumps(words)], cwd=CHECKOUT, capture_output=True,
+                          text=True, timeout=300)
+    report = json.loads(out.read_text())
+    assert report["code"] == 2, done.stderr[-2000:]
+    assert report["imported"] == [], f"bad data reported after importing {report['imported'][:10]}"
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("labline: error:") and (str(path) in line or "label" in line), line
 
 
 @pytest.mark.parametrize(("words", "codes"), COMMANDS, ids=[" ".join(w) for w, _ in COMMANDS])

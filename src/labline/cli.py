@@ -53,6 +53,9 @@ def _precheck(argv: Sequence[str]) -> None:
         check_uri(uri, "logger.tracking_uri")
     if not flags:
         check_values(cfg)
+        from labline.data.pipeline import preload
+
+        preload(cfg, workspace_root())
 
 
 def _drop_empty_run_dir(out_dir: Path) -> None:

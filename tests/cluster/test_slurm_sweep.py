@@ -68,7 +68,7 @@ def _squeue(lab) -> list[str]:
 def test_a_preempted_worker_is_requeued_and_resumes_into_the_same_run(project: Path, server_lab, slurm_lab) -> None:
     storage = server_lab.database_url("optuna")
     env = _env(project, server_lab)
-    # the default CNN, long enough to be signalled mid-trial (SLURM holds a requeued job about 2 minutes)
+    # the default CNN, long enough to be signalled mid-trial (the lab's SLURM holds a requeued job cred_expire=20 s)
     args = [*SLURM, "trainer.max_epochs=30", "+trainer.limit_train_batches=20", "hydra.sweeper.pruner.name=none",
             "hydra.sweeper.n_trials=1", "hydra.sweeper.n_jobs=1", "hydra.sweeper.heartbeat_interval=30",
             f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=preempt", "logger.experiment_name=preempt",

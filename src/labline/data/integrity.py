@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import yaml
@@ -40,11 +41,27 @@ def recorded_outputs(root: Path) -> dict[str, str]:
     return {out["path"]: out["md5"] for stage in stages.values() for out in stage.get("outs", []) if "md5" in out}
 
 
+def project_relative(root: Path, path: Path) -> str | None:
+    """``path`` as dvc.lock names it, or None outside the project.
+
+    The unresolved path is tried first: a project whose ``data/`` is a symlink to
+    scratch storage (usual on clusters) still names its outputs ``data/...``.
+    """
+    if not path.is_absolute():
+        return path.as_posix()
+    for inside, top in ((Path(os.path.abspath(path)), Path(os.path.abspath(root))), (path.resolve(), root.resolve())):
+        if inside.is_relative_to(top):
+            return inside.relative_to(top).as_posix()
+    return None
+
+
 def verify(root: Path, consumed: list[Path]) -> None:
     """Raise if a consumed output folder differs from what dvc.lock recorded for it."""
     recorded = recorded_outputs(root)
     for path in consumed:
-        rel = path.resolve().relative_to(root.resolve()).as_posix() if path.is_absolute() else path.as_posix()
+        rel = project_relative(root, path)
+        if rel is None:
+            continue
         for out, md5 in recorded.items():
             if (rel == out or rel.startswith(out + "/")) and (root / out).exists():
                 actual = dvc_md5(root / out)

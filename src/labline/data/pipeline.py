@@ -262,8 +262,28 @@ def stage_preprocess(cfg: DictConfig, root: Path) -> Path:
     return processed.parent
 
 
+# What ``preload`` loaded, waiting for the run's own ``load_processed`` of the same config (taken once).
+_preloaded: dict[str, ProcessedData] = {}
+
+
+def _load_key(cfg: DictConfig, root: Path) -> str:
+    return json.dumps([str(root.resolve()), fingerprint(cfg), _plain(cfg.split), _plain(cfg.paths)], sort_keys=True, default=str)
+
+
+def preload(cfg: DictConfig, root: Path) -> None:
+    """Load and check what ``cfg`` will train on, before the training stack is imported: a corrupt file, labels of
+    the wrong shape or a split that cannot be made is then one line in about a second, not after Lightning's
+    import. The run's own ``load_processed`` of the same config takes this result instead of loading again."""
+    if is_resampling(cfg) and cfg.split.get("fold") is None:
+        cfg = with_fold(cfg, 0)  # cross-validation trains fold 0 first
+    _preloaded.clear()
+    _preloaded[_load_key(cfg, root)] = load_processed(cfg, root)
+
+
 def load_processed(cfg: DictConfig, root: Path) -> ProcessedData:
     """The processed file when it matches ``cfg`` (the DVC path), else the same steps in memory."""
+    if _preloaded and (found := _preloaded.pop(_load_key(cfg, root), None)) is not None:
+        return found
     split_dir, processed = _paths(cfg, root)
     fp = fingerprint(cfg)
     if processed.exists() and split_dir.exists():

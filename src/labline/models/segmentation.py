@@ -86,14 +86,15 @@ class SegmentationTask(Task):
         """Class scores ``(N, K, H, W)``."""
         return self.head(self.backbone(x))
 
-    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], part: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], part: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Loss, detached logits and the predicted mask (one argmax per batch, shared by the metrics and the figure)."""
         x, y = batch
         logits = self(x)
         loss = self.loss_fn(logits, y)
         pred = logits.detach().argmax(1)
         self.confusion[f"{part}_confusion"].update(pred, y)
         self.losses[f"{part}_loss"].update(loss.detach(), weight=len(y))
-        return loss, logits.detach()
+        return loss, logits.detach(), pred
 
     def _log_epoch(self, part: str) -> torch.Tensor | None:
         if self.losses[f"{part}_loss"].update_count == 0:
@@ -130,9 +131,8 @@ class SegmentationTask(Task):
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch
-        _, logits = self._step(batch, "test")
+        _, logits, pred = self._step(batch, "test")
         self.keep_test_predictions(logits.float().softmax(1), y)
-        pred = logits.argmax(1)
         room = self.examples - len(self.shown)
         for i in range(min(room, len(y))):
             self.shown.append((x[i].float().cpu().numpy(), y[i].cpu().numpy(), pred[i].cpu().numpy()))
