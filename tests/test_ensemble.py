@@ -207,11 +207,13 @@ def test_mask_scores_by_hand() -> None:
     assert mean.argmax(1).tolist() == [0, 1, 2, 2]
 
 
-def _mask_run(tmp: Path, member: str, task: str = "labline.models.segmentation.SegmentationTask") -> str:
+def _mask_run(tmp: Path, member: str, task: str = "labline.models.segmentation.SegmentationTask",
+              val_miou: float = 0.5) -> str:
     uri, experiment_id = ensure_experiment("unit-masks")
     mlflow.set_tracking_uri(uri)
     with mlflow.start_run(experiment_id=experiment_id) as run:
         mlflow.set_tags({"split_hash": "masks"})
+        mlflow.log_metric("val/miou", val_miou)
         mlflow.log_param("task._target_", task)
         folder = tmp / run.info.run_id
         folder.mkdir()
@@ -247,3 +249,27 @@ def test_masks_and_class_rows_never_mix(tmp_path) -> None:
                        "\\(unknown task, classes\\).*all segmentation runs or all classification runs") as err:
         run_ensemble([masks, classes], None, "average", None, tmp_path)
     assert "\n" not in str(err.value)
+
+
+def test_weighted_masks_follow_the_heavier_member_pixel_by_pixel(tmp_path) -> None:
+    """Weights 3:1 by val/miou: (3A + B) / 4 per pixel is A's mask (mIoU 2/3); 1:3 gives B's (1/2); the average is
+    the target (1)."""
+    a_heavy = [_mask_run(tmp_path, "A", val_miou=0.75), _mask_run(tmp_path, "B", val_miou=0.25)]
+    b_heavy = [_mask_run(tmp_path, "A", val_miou=0.25), _mask_run(tmp_path, "B", val_miou=0.75)]
+    assert run_ensemble(a_heavy, None, "weighted", "val/miou", tmp_path)["test/miou"] == pytest.approx(2 / 3)
+    assert run_ensemble(b_heavy, None, "weighted", "val/miou", tmp_path)["test/miou"] == pytest.approx(1 / 2)
+    run_id = run_ensemble(b_heavy, None, "weighted", "val/miou", tmp_path)["run_id"]
+    saved = MlflowClient(tracking_uri()).download_artifacts(run_id, "ensemble.json", str(tmp_path / "w"))
+    assert [m["weight"] for m in json.loads(Path(saved).read_text())["members"]] == pytest.approx([0.25, 0.75])
+
+
+def test_an_ensemble_of_mask_ensembles_keeps_the_class_names(tmp_path) -> None:
+    inner = run_ensemble([_mask_run(tmp_path, m) for m in "AB"], None, "average", None, tmp_path)["run_id"]
+    client = MlflowClient(tracking_uri())
+    table = json.loads(Path(client.download_artifacts(inner, "test/class_iou.json", str(tmp_path / "t"))).read_text())
+    assert [r["class"] for r in table] == CLASSES and [r["iou"] for r in table] == [1.0, 1.0, 1.0, None]
+    outer = run_ensemble([inner, _mask_run(tmp_path, "A")], None, "average", None, tmp_path)
+    assert {"test/iou_bg", "test/iou_a", "test/iou_b"} <= set(outer) and not any(k.startswith("test/iou_0") for k in outer)
+    classes = _finished_run(tmp_path, PROBS[0], "masks", 0.9)
+    with pytest.raises(ConfigError, match=f"run {inner} \\(ensemble, masks\\)"):
+        run_ensemble([inner, classes], None, "average", None, tmp_path)

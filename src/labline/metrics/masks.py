@@ -8,8 +8,11 @@ probabilities, which is what makes it a loss (``labline.losses.dice``).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
+
+from labline.core.io import write_json
 
 
 def dice(pred: torch.Tensor, target: torch.Tensor, dims: Sequence[int] | None = None, smooth: float = 1e-6) -> torch.Tensor:
@@ -86,3 +89,23 @@ def mask_scores(confusion: torch.Tensor, classes: list[str]) -> dict[str, torch.
     scores = {"pixel_acc": confusion.diag().sum().float() / confusion.sum().clamp(min=1), "miou": iou.nanmean(),
               "dice": dice.nanmean()}
     return scores | {f"iou_{name}": value for name, value in zip(classes, iou, strict=True) if not value.isnan()}
+
+
+def write_class_table(confusion: torch.Tensor, classes: list[str], folder: Path) -> list[Path]:
+    """``class_iou.json`` and ``class_iou.md``: IoU, Dice and pixel count per class (None / "absent" for a class
+    in no mask). A segmentation run and an ensemble of its masks both write it, and an ensemble reads its members'
+    class names from it."""
+    iou, dice = class_iou(confusion), class_dice(confusion)
+    rows = [{"class": name, "iou": None if iou[k].isnan() else round(float(iou[k]), 6),
+             "dice": None if dice[k].isnan() else round(float(dice[k]), 6), "pixels": int(confusion[k].sum())}
+            for k, name in enumerate(classes)]
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(rows, folder / "class_iou.json")
+    lines = ["| class | IoU | Dice | pixels |", "| --- | ---: | ---: | ---: |"]
+    lines += [f"| {r['class']} | {_cell(r['iou'])} | {_cell(r['dice'])} | {r['pixels']} |" for r in rows]
+    (folder / "class_iou.md").write_text("\n".join(lines) + "\n")
+    return [folder / "class_iou.json", folder / "class_iou.md"]
+
+
+def _cell(value: float | None) -> str:
+    return "absent" if value is None else f"{value:.4f}"

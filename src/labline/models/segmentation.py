@@ -23,8 +23,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from labline.core.errors import ConfigError
-from labline.core.io import write_json
-from labline.metrics.masks import class_dice, class_iou, mask_scores
+from labline.metrics.masks import mask_scores, write_class_table
 from labline.models.layers import positive_int
 from labline.models.task import Task, TaskContext
 
@@ -144,22 +143,8 @@ class SegmentationTask(Task):
         """The per-class IoU table (JSON and markdown) and the mask figure of the last test loop."""
         if self.test_confusion is None:
             return []
-        confusion = self.test_confusion.cpu()
-        iou, dice = class_iou(confusion), class_dice(confusion)
-        rows = [{"class": name, "iou": None if iou[k].isnan() else round(float(iou[k]), 6),
-                 "dice": None if dice[k].isnan() else round(float(dice[k]), 6), "pixels": int(confusion[k].sum())}
-                for k, name in enumerate(self.classes)]
-        folder.mkdir(parents=True, exist_ok=True)
-        write_json(rows, folder / "class_iou.json")
-        lines = ["| class | IoU | Dice | pixels |", "| --- | ---: | ---: | ---: |"]
-        lines += [f"| {r['class']} | {_cell(r['iou'])} | {_cell(r['dice'])} | {r['pixels']} |" for r in rows]
-        (folder / "class_iou.md").write_text("\n".join(lines) + "\n")
-        return [folder / "class_iou.json", folder / "class_iou.md",
+        return [*write_class_table(self.test_confusion.cpu(), self.classes, folder),
                 masks_figure(self.shown, self.classes, folder / "masks.png")]
-
-
-def _cell(value: float | None) -> str:
-    return "absent" if value is None else f"{value:.4f}"
 
 
 def masks_figure(shown: list[tuple[np.ndarray, np.ndarray, np.ndarray]], classes: list[str], path: Path) -> Path:

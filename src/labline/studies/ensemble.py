@@ -47,7 +47,7 @@ import torch
 
 from labline.core.errors import ConfigError
 from labline.core.io import load_npz, write_json
-from labline.metrics.masks import label_confusion, mask_scores
+from labline.metrics.masks import label_confusion, mask_scores, write_class_table
 from labline.metrics.scores import classifier_scores
 from labline.reporting.console import console
 from labline.runs.predictions import KEYS, artifact, is_masks, log_predictions
@@ -186,7 +186,8 @@ def load_member(store: Store, run_id: str, metric: str | None, folder: Path) -> 
     if test is None:
         raise ConfigError("members", f"run {run_id} has no {artifact('test')} artifact",
                           "finished classification or segmentation runs")
-    task = run.data.params.get("task._target_", "unknown task").rsplit(".", 1)[-1]
+    task = run.data.params.get("task._target_", "ensemble" if run.data.tags.get("role") == "ensemble" else "unknown task")
+    task = task.rsplit(".", 1)[-1]
     return Member(run_id, run.info.run_name or run_id, run.info.experiment_id, run.data.tags, test,
                   _predictions(store, run_id, "val", folder), _weight(store, run, metric) if metric else 1.0, task)
 
@@ -255,11 +256,14 @@ def _classes(store: Store, run_id: str, count: int, folder: Path) -> list[str]:
     return [str(c) for c in range(count)]
 
 
+def pixel_confusion(predictions: Predictions, classes: list[str]) -> torch.Tensor:
+    predicted = torch.from_numpy(predictions.probs.argmax(1))
+    return label_confusion(predicted, torch.from_numpy(predictions.targets), len(classes))
+
+
 def pixel_scores(predictions: Predictions, classes: list[str]) -> dict[str, float]:
     """Pixel accuracy, mIoU, mean Dice and IoU per class of per-pixel rows, as a segmentation run scores its masks."""
-    predicted = torch.from_numpy(predictions.probs.argmax(1))
-    confusion = label_confusion(predicted, torch.from_numpy(predictions.targets), len(classes))
-    return {k: float(v) for k, v in mask_scores(confusion, classes).items()}
+    return {k: float(v) for k, v in mask_scores(pixel_confusion(predictions, classes), classes).items()}
 
 
 def _scores(predictions: Predictions, method: str, part: str, classes: list[str]) -> dict[str, float]:
@@ -343,8 +347,12 @@ def run_ensemble(run_ids: list[str], filter_string: str | None, method: str, met
                  **({"val_accuracy": _accuracy(m.val)} if has_val else {})}
                 for m, w, scores in zip(members, coefficients, member_scores, strict=True)]
         run.log_dict({"method": method, "metric": metric, **weighting, "members": rows}, "ensemble.json")
-        # masks: only the probabilities (classification_reports keeps just those), their scores are the metrics
+        # masks: only the probabilities (classification_reports keeps just those), their scores are the metrics,
+        # and the class table a segmentation run writes (a later ensemble of this one reads the class names there)
         classification_reports(run, classes, *ensemble["test"].to_save(), out_dir)
+        if masks:
+            for path in write_class_table(pixel_confusion(ensemble["test"], classes), classes, out_dir / "test"):
+                run.log_artifact(path, "test")
         if has_val:
             log_predictions(run, "val", *ensemble["val"].to_save())
     _print(rows, metrics, method)
