@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from functools import partial
 
+import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
+from torch.utils.data import DataLoader, TensorDataset
 
 from labline.core.errors import ConfigError
 from labline.core.instantiate import instantiate
@@ -24,8 +26,9 @@ from labline.models.backbones.resnet import ResNet
 from labline.models.backbones.unet import UNet
 from labline.models.heads.linear import LinearHead
 from labline.models.heads.pixel import PixelHead
+from labline.models.parts import build_backbone
 from labline.models.segmentation import SegmentationTask
-from labline.models.task import TaskContext
+from labline.models.task import TaskContext, build_task
 from testroot import CONF
 
 SMALL = ["experiment=segmentation_scenes", "data.source.n=60"]
@@ -157,3 +160,69 @@ def test_segmentation_composes_with_the_config_and_reports_a_pooling_backbone(co
         assert task(torch.zeros(1, 1, 32, 32)).shape == (1, 5, 32, 32)
     with pytest.raises(ConfigError, match="unet, fcn"):
         build_task(TaskContext(compose(*SMALL, "backbone=cnn"), (1, 32, 32), 5))
+
+
+# ---- an FCN starting from a classifier's backbone (backbone.weights) ----
+
+TINY_CNN = [4, 8, 16]
+
+
+def _classifier_checkpoint(compose, tmp_path, channels: list[int]) -> tuple[torch.nn.Module, str]:
+    """A digits CNN classifier (1x8x8 inputs, labline's classification task) after one training step, and its
+    Lightning checkpoint: weights and batch-norm statistics that no initialisation reproduces."""
+    task = build_task(TaskContext(compose("backbone=cnn", f"backbone.channels={channels}"), (1, 8, 8), 10))
+    torch.manual_seed(0)
+    data = TensorDataset(torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,)))
+    trainer = pl.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0, accelerator="cpu")
+    trainer.fit(task, train_dataloaders=DataLoader(data, batch_size=16))
+    path = tmp_path / "classifier.ckpt"
+    trainer.save_checkpoint(path)
+    return task.backbone, str(path)
+
+
+def _fcn(compose, *overrides: str) -> FCN:
+    node = compose("experiment=segmentation_scenes_fcn", f"backbone.encoder.channels={TINY_CNN}", *overrides).backbone
+    fcn, _ = build_backbone(node, [1, 32, 32])
+    return fcn
+
+
+def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def test_fcn_encoder_starts_from_a_digits_classifiers_backbone(compose, tmp_path) -> None:
+    classifier, path = _classifier_checkpoint(compose, tmp_path, TINY_CNN)
+    # the classifier's keys are net.0.* (its conv stack, then pool and dropout without weights); the FCN's encoder.0.*
+    expected = {k.removeprefix("net."): v for k, v in _state(classifier).items()}
+    assert not all(torch.equal(v, _state(_fcn(compose).encoder)[k]) for k, v in expected.items())
+    fcn = _fcn(compose, f"backbone.weights={path}")
+    loaded = _state(fcn.encoder)
+    assert loaded.keys() == expected.keys() and any("running_mean" in k for k in loaded)
+    assert all(torch.equal(loaded[k], expected[k]) for k in expected)
+    # the mixing conv is the FCN's own, freshly initialised: it trains on masks from there
+    assert fcn(torch.randn(2, 1, 32, 32)).shape == (2, 64, 32, 32)
+
+
+def test_fcn_checkpoint_loads_whole(compose, tmp_path) -> None:
+    torch.manual_seed(1)
+    source = _fcn(compose)
+    path = tmp_path / "fcn.pt"
+    torch.save({f"backbone.{k}": v for k, v in source.state_dict().items()}, path)
+    torch.manual_seed(2)
+    fresh, loaded = _state(_fcn(compose)), _state(_fcn(compose, f"backbone.weights={path}"))
+    assert not torch.equal(fresh["mix.0.weight"], _state(source)["mix.0.weight"])
+    assert all(torch.equal(loaded[k], v) for k, v in _state(source).items()) and loaded.keys() == _state(source).keys()
+
+
+def test_classifier_of_other_channels_or_widths_is_a_one_line_weights_error(compose, tmp_path) -> None:
+    rgb = tmp_path / "rgb.pt"
+    torch.save({f"backbone.{k}": v for k, v in CNN([3, 8, 8], channels=TINY_CNN).state_dict().items()}, rgb)
+    with pytest.raises(ConfigError, match=r"^backbone\.weights: '.*rgb\.pt' was trained on 3-channel inputs, these inputs "
+                                          r"have 1 channels \(valid: a checkpoint of a backbone trained on 1-channel") as caught:
+        _fcn(compose, f"backbone.weights={rgb}")
+    assert "\n" not in str(caught.value)
+    _, wider = _classifier_checkpoint(compose, tmp_path, [8, 16, 32])
+    with pytest.raises(ConfigError, match=r"^backbone\.weights: .* does not fit this backbone: .*keys of another shape "
+                                          r"\(e\.g\. encoder\.0\."):
+        _fcn(compose, f"backbone.weights={wider}")

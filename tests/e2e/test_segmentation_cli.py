@@ -63,3 +63,39 @@ def test_a_pooling_backbone_is_one_line_exit_2_before_any_run(project: Path) -> 
     assert len(lines) == 1 and "dense map" in lines[0], lines
     _, runs = _runs(project)
     assert not [r for r in runs if r.data.params.get("backbone._target_") == "labline.models.backbones.cnn.CNN"]
+
+
+
+@pytest.fixture(scope="module")
+def classifier(project: Path) -> str:
+    """The run id of a digits classifier (backbone=cnn, one short epoch) that logged its checkpoint. Digits and
+    scenes are both grayscale, and backbone=cnn and the FCN's encoder share their channels [32, 64, 128]."""
+    result = run_cli(project, "labline", "train", "run_name=classifier", "trainer.max_epochs=1",
+                     "+trainer.limit_train_batches=2", "threads=1", "trainer.enable_progress_bar=false")
+    assert result.returncode == 0, result.stderr[-3000:]
+    client, runs = _runs(project)
+    (source,) = [r for r in runs if r.info.run_name == "classifier"]
+    assert {a.path for a in client.list_artifacts(source.info.run_id, "checkpoints")}, "the classifier logged its checkpoint"
+    return source.info.run_id
+
+
+def test_fcn_starts_from_a_digits_classifier_run_by_its_run_id(project: Path, classifier: str) -> None:
+    result = run_cli(project, "labline", "train", "experiment=segmentation_scenes_fcn", "run_name=fcn-from-classifier",
+                     f"backbone.weights={classifier}", *REDUCED)
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, runs = _runs(project)
+    (run,) = [r for r in runs if r.info.run_name == "fcn-from-classifier"]
+    assert run.info.status == "FINISHED"
+    assert run.data.params["backbone._target_"] == "labline.models.backbones.fcn.FCN"
+    assert run.data.params["backbone.weights"] == classifier, "the run records the weights it started from"
+    assert 0.0 <= run.data.metrics["test/miou"] <= 1.0
+
+
+def test_a_classifier_of_other_widths_is_one_line_exit_2_before_any_run(project: Path, classifier: str) -> None:
+    result = run_cli(project, "labline", "train", "experiment=segmentation_scenes_fcn", "run_name=fcn-other-widths",
+                     f"backbone.weights={classifier}", "backbone.encoder.channels=[16,32,64]", *REDUCED)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert len(lines) == 1 and "backbone.weights" in lines[0] and "keys of another shape (e.g. encoder." in lines[0], lines
+    _, runs = _runs(project)
+    assert not [r for r in runs if r.info.run_name == "fcn-other-widths"]

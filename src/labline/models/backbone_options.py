@@ -110,17 +110,36 @@ def _stay_in_eval(module: nn.Module, args: Any) -> None:
 
 
 def load_weights(backbone: nn.Module, path: Path) -> None:
-    """Load ``backbone.*`` weights from a checkpoint file (its state dict must fit this backbone exactly)."""
+    """Load ``backbone.*`` weights from a checkpoint file: its state dict must fit this backbone exactly, or fit the
+    part a backbone's ``pretrained_part(state)`` names, for a backbone built around another that can start from
+    that one's checkpoint (an FCN's encoder from a classifier's conv backbone, ``models.backbones.fcn``)."""
     state = _read_checkpoint(path)
-    own = backbone.state_dict()
+    part = backbone.pretrained_part(state) if hasattr(backbone, "pretrained_part") else None
+    target, prefix, state = part or (backbone, "", state)
+    own = target.state_dict()
+    _check_input_channels(target, state, path)
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
     reshaped = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
     if missing or unexpected or reshaped:
-        problems = [f"{len(keys)} {what} (e.g. {keys[0]})" for what, keys in
+        problems = [f"{len(keys)} {what} (e.g. {prefix}{keys[0]})" for what, keys in
                     (("missing keys", missing), ("unexpected keys", unexpected), ("keys of another shape", reshaped)) if keys]
         raise ConfigError("backbone.weights", f"'{path}' does not fit this backbone: {', '.join(problems)}",
                           "a checkpoint of the same backbone config")
-    backbone.load_state_dict(state)
+    target.load_state_dict(state)
+
+
+def _check_input_channels(target: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    """Weights trained on inputs of other channels (RGB against grayscale) are named as that, not as a reshaped key:
+    the first conv's weight ``(out, in / groups, k...)`` says what the checkpoint's backbone was trained on."""
+    first = next(((name, m) for name, m in target.named_modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d))), None)
+    if first is None or f"{first[0]}.weight" not in state:
+        return
+    name, conv = first
+    saved, own = state[f"{name}.weight"].shape, conv.weight.shape
+    if len(saved) == len(own) and saved[1] != own[1]:
+        raise ConfigError("backbone.weights", f"'{path}' was trained on {saved[1] * conv.groups}-channel inputs, "
+                          f"these inputs have {conv.in_channels} channels",
+                          f"a checkpoint of a backbone trained on {conv.in_channels}-channel inputs")
 
 
 def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:

@@ -4,6 +4,10 @@ The encoder is any labline conv backbone whose ``net`` ends in a global average 
 the modules before the pool give a coarse map (8x8 from a 32x32 input with the default cnn), a 3x3 conv
 mixes it, and bilinear upsampling brings it back to the input's resolution (FCN-32s: no skips, so
 boundaries are only as sharp as the coarse map; compare ``backbone=unet``).
+
+``backbone.weights`` takes an FCN checkpoint (every key) or a classifier's: the encoder class's own keys
+``net.*`` fill the encoder (the same module indices, the pool and dropout after them hold no weights) and
+the mixing conv starts fresh, so a segmentation run can start from a trained classification backbone.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from labline.models.backbones.shapes import image_shape
 from labline.models.blocks import ConvNormAct, GlobalAvgPool
 
 ENCODERS = "labline.models.backbones.cnn.CNN, .vgg.VGG, .resnet.ResNet"
+# an encoder class's checkpoint keys: its ``net``, which ``feature_map`` keeps the head of
+ENCODER_KEYS = "net."
 
 
 def feature_map(encoder: nn.Module) -> nn.Sequential:
@@ -51,6 +57,13 @@ class FCN(nn.Module):
         self.mix = ConvNormAct(channels, layers.positive_int(width, "backbone.width"), norm=norm, activation=activation)
         self.drop = nn.Dropout2d(layers.check_dropout(dropout))
         self.out_features = width
+
+    def pretrained_part(self, state: dict[str, torch.Tensor]) -> tuple[nn.Module, str, dict[str, torch.Tensor]] | None:
+        """``(module, its key prefix here, state)`` when ``state`` is the encoder class's (a classifier's backbone,
+        keys ``net.*``) rather than an FCN's: the encoder is loaded from it; None loads the whole FCN."""
+        if not any(k.startswith(ENCODER_KEYS) for k in state):
+            return None
+        return self.encoder, "encoder.", {k.removeprefix(ENCODER_KEYS): v for k, v in state.items()}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         coarse = self.mix(self.encoder(x))
