@@ -6,6 +6,9 @@ an .npz file, for the figure the images should reproduce), then trains each row 
 accuracies read from each run's ``metrics.json``. Run it from the project root:
 
     python benches/own_data.py [--work own_data_bench] [--threads 1] [--rows wine,breast_cancer,digits,sequence]
+
+The published table is the ``own_data`` row of pipelines/results (its stage calls this script with
+``--write-only``, then ``labline measure own_data`` trains the same words).
 """
 
 from __future__ import annotations
@@ -63,9 +66,13 @@ def main() -> None:
     parser.add_argument("--work", default="own_data_bench", help="folder for the written files and the runs")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated, of {', '.join(ROWS)}")
+    parser.add_argument("--write-only", action="store_true",
+                        help="only write the files (the own_data stage of pipelines/results trains them itself)")
     args = parser.parse_args()
     work = Path(args.work).resolve()
     write_files(work)
+    if args.write_only:
+        return
     print("| data | model | test accuracy | command (`labline train ...`) |\n| --- | --- | --- | --- |")
     for row in args.rows.split(","):
         for i, (data, model, words) in enumerate(ROWS[row]):
