@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from labline.tracking.provenance import git_state
+from labline.tracking.provenance import git_state, machine
 
 GIT = ["git", "-c", "user.name=labline-tests", "-c", "user.email=tests@labline.invalid"]
 
@@ -27,3 +27,12 @@ def test_labline_outputs_do_not_make_the_tree_dirty(tmp_path: Path) -> None:
     assert git_state(root)["git_dirty"] == "false"
     (root / "conf/train.yaml").write_text("edited by the user\n")
     assert git_state(root)["git_dirty"] == "true"
+
+
+def test_the_machine_names_the_cpu_and_the_kernels_torch_dispatches_to() -> None:
+    import torch
+
+    found = machine()
+    assert found["cpu"] and found["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert found["cpu"] == next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                                 if line.startswith("model name")), found["cpu"])

@@ -37,6 +37,9 @@ def test_a_table_says_which_rows_are_unmeasured_and_which_are_stale() -> None:
     assert "not measured yet: `make results` (row `b`)" in lines[3]
     stale = render_table(SPEC["tables"]["t"], {"a": RECORD, "b": None}, {"a"})
     assert f"2026-12-02 {STALE}" in stale.splitlines()[2] and STALE not in stale.splitlines()[3]
+    on = render_table(SPEC["tables"]["t"], {"a": {**RECORD, "machine": {"cpu": "x", "cpu_capability": "AVX2"}}, "b": None},
+                      {"a"})
+    assert f"`0123456`, 2026-12-02, AVX2 {STALE} |" in on.splitlines()[2], "the CPU kernels a row was measured with"
 
 
 def test_an_ablation_table_is_the_studys_own_table_with_its_provenance() -> None:

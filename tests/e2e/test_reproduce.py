@@ -60,6 +60,21 @@ def test_reproduce_gives_the_recorded_metrics_read_from_both_runs(project: Path,
     assert new.info.status == "FINISHED"
     compared = {k for k in old.data.metrics if k.startswith("test/")}
     assert compared and {k: new.data.metrics[k] for k in compared} == {k: old.data.metrics[k] for k in compared}
+    machine = {k: v for k, v in old.data.tags.items() if k.startswith("machine.")}
+    assert machine.keys() == {"machine.cpu", "machine.cpu_capability"} and all(machine.values())
+    assert new.data.tags["machine_drift"] == "none" and "another machine" not in done.stdout
+
+
+def test_a_run_recorded_on_another_cpu_is_reproduced_with_a_note_not_refused(project: Path) -> None:
+    source = _train(project, *TINY)
+    client = _client(project)
+    here = client.get_run(source).data.tags["machine.cpu_capability"]
+    client.set_tag(source, "machine.cpu_capability", "ZARCH")  # what another CPU records: not drift one can undo
+    done = run_cli(project, "labline", "reproduce", source)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"recorded on another machine (cpu_capability ZARCH -> {here})" in " ".join(done.stdout.split())
+    new_id = re.search(r"new run ([0-9a-f]{32})", done.stdout).group(1)
+    assert client.get_run(new_id).data.tags["machine_drift"] == f"cpu_capability ZARCH -> {here}"
 
 
 def _write_data(path: Path, seed: int) -> None:

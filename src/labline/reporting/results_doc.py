@@ -49,7 +49,8 @@ def _wall(record: dict[str, Any]) -> str:
 
 
 def _when(name: str, record: dict[str, Any], stale: set[str]) -> str:
-    return f"`{record['commit'][:7]}`, {record['date']}" + (f" {STALE}" if name in stale else "")
+    cpu = record.get("machine", {}).get("cpu_capability")  # rows measured before 2026-12-04 did not record it
+    return f"`{record['commit'][:7]}`, {record['date']}" + (f", {cpu}" if cpu else "") + (f" {STALE}" if name in stale else "")
 
 
 def _ablation_table(name: str, record: dict[str, Any] | None, stale: set[str], budget: str) -> str:

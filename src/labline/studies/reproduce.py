@@ -55,8 +55,12 @@ def reproduce(run_id: str, root: Path, allow_drift: bool = False, outputs: Path 
     differences = drift(run, root, load_processed(cfg, root).md5)
     if differences and not allow_drift:
         raise ConfigError("reproduce", "; ".join(differences), "check out the recorded commit/data, or pass --allow-drift")
+    # another CPU is not drift a user can undo (it refuses nothing), but it explains digits that differ
+    here = provenance.machine()
+    machine = [f"{key} {run.data.tags[f'machine.{key}']} -> {value}" for key, value in here.items()
+               if run.data.tags.get(f"machine.{key}", value) != value]
     out_dir = (outputs or root / "outputs") / f"reproduce-{run_id[:8]}-{time.strftime('%Y%m%d-%H%M%S')}"
-    tags = {"reproduced_from": run_id, "drift": "; ".join(differences) or "none"}
+    tags = {"reproduced_from": run_id, "drift": "; ".join(differences) or "none", "machine_drift": "; ".join(machine) or "none"}
     result = run_task(cfg, out_dir, root, context=RunContext(tags, kind="reproduce"))
     rows = [(k, run.data.metrics.get(k), result.get(k)) for k in COMPARED if k in run.data.metrics]
     from rich.table import Table
@@ -67,4 +71,8 @@ def reproduce(run_id: str, root: Path, allow_drift: bool = False, outputs: Path 
     for key, old, new in rows:
         table.add_row(key, f"{old:.6f}", f"{new:.6f}", "yes" if old == new else "NO")
     console.print(table)
-    return {"run_id": result["run_id"], "identical": all(old == new for _, old, new in rows), "drift": differences}
+    if machine:
+        console.print(f"recorded on another machine ({'; '.join(machine)}): its float kernels round differently, so "
+                      "the last digits (and a few test samples) may differ")
+    return {"run_id": result["run_id"], "identical": all(old == new for _, old, new in rows), "drift": differences,
+            "machine_drift": machine}

@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 from labline.core.config import compose_config
 from labline.core.errors import ConfigError
 from labline.core.io import read_json, write_json
-from labline.tracking.provenance import git_state
+from labline.tracking.provenance import git_state, machine
 
 FOLDER = Path("pipelines") / "results"
 SPEC = FOLDER / "results.yaml"
@@ -84,7 +84,8 @@ def _record(row: Row, seeds: list[int], values: dict[str, dict[str, list[float]]
     state = git_state(root)
     wall = None if started is None else round(time.perf_counter() - started, 1)
     record = {"row": row.name, "seeds": seeds, "values": values, "run_ids": run_ids, "wall_s": wall,
-              "commit": state.get("git_commit", "unknown"), "date": datetime.date.today().isoformat(), **extra}
+              "commit": state.get("git_commit", "unknown"), "date": datetime.date.today().isoformat(),
+              "machine": machine(), **extra}
     path = root / METRICS / f"{row.name}.json"
     write_json(record, path)
     return path

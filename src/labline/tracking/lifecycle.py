@@ -150,7 +150,8 @@ def _parent(tags: dict[str, str], parent: str | None) -> str | None:
 def _record_start(run: RunHandle, config: dict[str, Any], root: Path) -> None:
     run.log_params(flatten(config))
     versions = {f"version.{k}": v for k, v in provenance.package_versions().items()}
-    run.set_tags({**provenance.git_state(root), **versions})
+    run.set_tags({**provenance.git_state(root), **versions,
+                  **{f"machine.{k}": v for k, v in provenance.machine().items()}})
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "config.yaml"
         path.write_text(OmegaConf.to_yaml(OmegaConf.create(config)))

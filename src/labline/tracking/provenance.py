@@ -1,4 +1,4 @@
-"""What a run needs to be repeated: code version, data hashes, package versions."""
+"""What a run needs to be repeated: code version, data hashes, package versions, and the CPU it ran on."""
 
 from __future__ import annotations
 
@@ -38,3 +38,21 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[name] = "not installed"
     return versions
+
+
+def machine() -> dict[str, str]:
+    """The CPU a number was measured on: its model and the kernels torch dispatches to on it (``AVX512``, ``AVX2``,
+    ...). With the same code, data, seed and one thread, two runs on one machine agree to the last digit; on a CPU
+    with other kernels the float sums round differently and a training can end a few test samples apart (measured:
+    docs/reliability.md), so a result records where it came from."""
+    import torch
+
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": model, "cpu_capability": torch.backends.cpu.get_cpu_capability()}
