@@ -64,6 +64,18 @@ def test_only_the_marked_block_is_rewritten() -> None:
         render_file("<!-- results:nope -->\n<!-- /results -->\n", SPEC, {}, set(), "doc.md")
 
 
+def test_every_row_has_a_dvc_stage_that_measures_it() -> None:
+    """`rows` are the foreach of pipelines/results/dvc.yaml's `row` stage; a `compared` row needs a stage of its own
+    (a row put under `compared` by mistake would be measured by nothing and never shown stale)."""
+    import yaml
+
+    spec = load_spec(ROOT)
+    stages = yaml.safe_load((ROOT / "pipelines" / "results" / "dvc.yaml").read_text())["stages"]
+    assert stages["row"]["foreach"] == "${rows}" and stages["row"]["do"]["cmd"] == "labline measure ${key}"
+    for name in spec["compared"]:
+        assert name in stages and f"labline measure {name}" in stages[name]["cmd"], f"compared row {name} has no stage"
+
+
 def test_every_row_of_the_spec_composes_and_every_table_row_exists() -> None:
     spec = load_spec(ROOT)
     for name in all_rows(spec):
